@@ -1,0 +1,70 @@
+# The README's commands. Each sets up .venv by itself on a fresh machine.
+#   make demo   run the live demo (camera -> panoptic node -> monitor) on the bundled model
+#   make test   install everything and run the whole test suite
+#   make dev    install once; afterwards `PYTHONPATH=. .venv/bin/pytest` tests source edits
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip --disable-pip-version-check
+PYTHON ?= python3
+
+# torch/torchvision builds known to work together on this machine kind (see README).
+ifeq ($(shell uname -m),aarch64)
+TORCH_SPEC ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+endif
+
+# rosidl's build needs (mirror of pyproject's [build-system].requires): installed into .venv so
+# that rebuilds run without build isolation and reuse build/ (seconds, not a fresh download).
+BUILD_REQS := scikit-build-core numpy catkin-pkg empy lark \
+	ros-kilted-ament-package ros-kilted-ament-cmake ros-kilted-ament-cmake-python \
+	ros-kilted-ament-cmake-include-directories ros-kilted-ament-cmake-ros-core \
+	ros-kilted-rosidl-default-generators ros-kilted-rosidl-core-generators \
+	ros-kilted-rosidl-generator-py ros-kilted-std-msgs ros-kilted-sensor-msgs
+
+# What a change to should trigger a rebuild of the installed package.
+PKG_SOURCES := pyproject.toml CMakeLists.txt package.xml $(wildcard msg/*.msg) \
+	$(shell find panoptic_ros scripts launch config rviz -type f -not -path '*/__pycache__/*' 2>/dev/null)
+
+# Network safety: every rclpy process stays on loopback (tests also pick their own domain id).
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export PIP_NO_INPUT := 1
+
+PYTEST_ARGS ?=
+
+.PHONY: test demo dev lint bench clean distclean
+
+$(VENV)/.base: Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip>=24"
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q $(BUILD_REQS)
+	# PQ parity reference; its metadata pins numpy<2, which it does not need.
+	$(PIP) install -q --no-deps panopticapi-lite
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.base $(PKG_SOURCES)
+	$(PIP) install -q --no-build-isolation ".[ros,test]"
+	touch $@
+
+dev: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	@set -o pipefail; $(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 1; fi; exit $$rc
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check panoptic_ros test bench
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/panoptic-ros demo $(DEMO_ARGS)
+
+bench: $(VENV)/.installed
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf build install log .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Command-line subcommands of ``panoptic-ros`` (see :mod:`panoptic_ros.cli`)."""

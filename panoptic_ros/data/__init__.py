@@ -1,0 +1,1 @@
+"""Datasets in COCO panoptic format, the synthetic scene generator and transforms."""

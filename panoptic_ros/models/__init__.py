@@ -1,0 +1,1 @@
+"""Model registry and backends; every backend returns PanopticResult."""

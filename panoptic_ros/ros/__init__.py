@@ -1,0 +1,1 @@
+"""ROS 2 glue: the node, message conversions, demo camera, live evaluator. Only this package imports rclpy."""
