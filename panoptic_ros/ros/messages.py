@@ -1,0 +1,146 @@
+"""PanopticResult -> panoptic_ros / sensor_msgs messages.
+
+Every message of a frame carries the input image's header unchanged and is at the input's
+size. Label images go into ``Image.data`` with one buffer copy (:func:`array_to_image`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from sensor_msgs.msg import Image, RegionOfInterest
+from std_msgs.msg import Header
+
+from panoptic_ros.categories import VOID, LabelSet
+from panoptic_ros.msg import (
+    Category,
+    CategoryArray,
+    ClassCount,
+    InstanceCounts,
+    PanopticSegmentation,
+    SegmentInfo,
+)
+from panoptic_ros.result import PanopticResult
+from panoptic_ros.ros.conversions import array_to_image
+
+IDS_ENCODING = "32SC1"
+"""Encoding of the panoptic label image."""
+
+INSTANCES_ENCODING = "mono16"
+"""Encoding of the instance-id image."""
+
+
+def semantic_encoding(label_set: LabelSet) -> str:
+    """Pick ``mono8`` when every category id of the label set fits 8 bits, else ``mono16``.
+
+    Fixed per label set (not per frame), so that subscribers see one encoding.
+    """
+    return "mono8" if int(label_set.ids.max()) < 256 else "mono16"
+
+
+def filter_categories(result: PanopticResult, keep: Iterable[int]) -> PanopticResult:
+    """Keep only the segments of the categories in ``keep``; everything else becomes void.
+
+    Args:
+        result: a panoptic result.
+        keep: dataset category ids to keep.
+
+    Returns:
+        A new result (``ids`` copied) whose pixels of other categories are :data:`VOID`.
+
+    """
+    keep_ids = np.fromiter((int(k) for k in keep), dtype=np.int64)
+    divisor = result.label_divisor
+    top = max(int(keep_ids.max(initial=0)), int(result.ids.max(initial=0)) // divisor)
+    lut = np.zeros(top + 1, dtype=bool)
+    lut[keep_ids[keep_ids > 0]] = True
+    ids = np.where(lut[result.ids // divisor], result.ids, VOID).astype(np.int32, copy=False)
+    segments = [s for s in result.segments if lut[s.category_id]]
+    return replace(result, ids=ids, segments=segments)
+
+
+def panoptic_msg(result: PanopticResult, header: Header, label_set: LabelSet) -> (
+    PanopticSegmentation
+):
+    """Build the frame's ``PanopticSegmentation``: 32SC1 label image, one SegmentInfo each.
+
+    Args:
+        result: the frame's result, ``ids`` int32 [H, W] at the input's size.
+        header: the input image's header, copied unchanged into the message and its image.
+        label_set: category names for ``SegmentInfo.label``.
+
+    """
+    msg = PanopticSegmentation()
+    msg.header = header
+    msg.label_divisor = int(result.label_divisor)
+    msg.ids = array_to_image(np.asarray(result.ids, dtype=np.int32), IDS_ENCODING, header)
+    names = {c.id: c.name for c in label_set}
+    segments = []
+    for s in result.segments:
+        x, y, w, h = s.bbox
+        segments.append(
+            SegmentInfo(
+                id=int(s.id),
+                category_id=int(s.category_id),
+                label=names.get(s.category_id, ""),
+                is_thing=bool(s.is_thing),
+                instance_id=int(s.instance_id),
+                score=float(s.score),
+                area=int(s.area),
+                bbox=RegionOfInterest(x_offset=int(x), y_offset=int(y), width=int(w),
+                                      height=int(h)),
+            )
+        )
+    msg.segments = segments
+    return msg
+
+
+def instance_counts_msg(
+    result: PanopticResult, header: Header, label_set: LabelSet
+) -> InstanceCounts:
+    """Count instances per thing category: every thing of the label set, zeros included."""
+    counts = result.counts(label_set)
+    msg = InstanceCounts()
+    msg.header = header
+    msg.counts = [
+        ClassCount(category_id=c.id, label=c.name, count=int(counts.get(c.id, 0)))
+        for c in label_set.things
+    ]
+    return msg
+
+
+def categories_msg(
+    label_set: LabelSet, label_divisor: int, header: Header | None = None
+) -> CategoryArray:
+    """Build the label set's ``CategoryArray`` (stuff first, then things, training order)."""
+    msg = CategoryArray()
+    if header is not None:
+        msg.header = header
+    msg.label_divisor = int(label_divisor)
+    msg.categories = [
+        Category(id=c.id, name=c.name, is_thing=c.is_thing, color=list(c.color))
+        for c in label_set
+    ]
+    return msg
+
+
+def semantic_msg(result: PanopticResult, header: Header, encoding: str) -> Image:
+    """Build the category-id image, ``mono8`` or ``mono16`` (see :func:`semantic_encoding`)."""
+    dtype = np.uint8 if encoding == "mono8" else np.uint16
+    return array_to_image(result.semantic().astype(dtype), encoding, header)
+
+
+def instances_msg(result: PanopticResult, header: Header) -> Image:
+    """Build the instance-id image, ``mono16`` (0 = stuff or void; saturates at 65535)."""
+    inst = result.instances()
+    if result.label_divisor > 65536:
+        inst = np.minimum(inst, 65535)
+    return array_to_image(inst.astype(np.uint16), INSTANCES_ENCODING, header)
+
+
+def rgb_msg(rgb: np.ndarray, header: Any) -> Image:
+    """Build an ``rgb8`` image (the overlay) with the input's header."""
+    return array_to_image(np.asarray(rgb, dtype=np.uint8), "rgb8", header)
