@@ -231,7 +231,9 @@ class LabelSet:
         if isinstance(data, dict):
             data = data.get("categories")
         if not isinstance(data, list):
-            raise CategoryError(f"{path}: expected a list of categories or {{'categories': [...]}}")
+            raise CategoryError(
+                f"{path}: expected a list of categories or {{'categories': [...]}}"
+            )
         return cls.from_coco(data, name=name or path.stem)
 
 
@@ -316,7 +318,7 @@ def builtin_label_sets() -> list[str]:
 
 
 def get_label_set(name_or_path: str | Path | LabelSet) -> LabelSet:
-    """A built-in table by name (``coco``, ``cityscapes``, ``synthetic``) or a COCO-style JSON."""
+    """A built-in table by name (``coco``, ``cityscapes``, ``synthetic``) or a JSON file."""
     if isinstance(name_or_path, LabelSet):
         return name_or_path
     key = str(name_or_path)

@@ -1,0 +1,361 @@
+"""Panoptic Quality (PQ, SQ, RQ) with exactly panopticapi's rules, as a mergeable accumulator.
+
+Rules (panopticapi ``pq_compute``, the standard):
+
+* VOID is segment id 0 in the ground truth. Ground-truth areas come from the JSON ``area``;
+  prediction areas from the PNG.
+* A (ground truth, prediction) pair matches when both have the same category, the ground truth
+  is not crowd and IoU > 0.5 (strict), with
+  ``union = pred_area + gt_area - intersection - |pred ∩ VOID|``.
+* Unmatched non-crowd ground truth is a false negative; crowd is never matched and never FN.
+* An unmatched prediction is a false positive unless more than half of it lies on VOID or on
+  the (last listed) crowd region of its own category.
+* Per class ``PQ = ΣIoU / (TP + FP/2 + FN/2)``, ``SQ = ΣIoU / TP``, ``RQ = TP / (TP + FP/2 +
+  FN/2)``; classes with ``TP + FP + FN = 0`` are left out of the averages.
+
+:func:`pq_image` is the pure per-image function; :class:`PQStat` accumulates (``stat +=
+pq_image(...)``); :meth:`PQStat.results` gives the dict shaped like panopticapi's
+``pq_compute`` return value. File reading lives in :func:`pq_compute_files`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from panoptic_ros.categories import VOID, LabelSet
+from panoptic_ros.errors import UserError
+from panoptic_ros.result import PanopticResult, compact_ids
+
+
+class PQError(ValueError):
+    """The inputs break panopticapi's consistency rules (PNG and JSON disagree, ...)."""
+
+
+@dataclass
+class PQStatCat:
+    """Counts of one category: summed IoU of matches, true/false positives, false negatives."""
+
+    iou: float = 0.0
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    def __iadd__(self, other: PQStatCat) -> PQStatCat:
+        self.iou += other.iou
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+        return self
+
+
+class PQStat:
+    """Mergeable PQ accumulator: per-category :class:`PQStatCat`, summed over images."""
+
+    def __init__(self) -> None:
+        self.per_cat: dict[int, PQStatCat] = {}
+
+    def __getitem__(self, category_id: int) -> PQStatCat:
+        return self.per_cat.setdefault(int(category_id), PQStatCat())
+
+    def __iadd__(self, other: PQStat) -> PQStat:
+        for cat, stat in other.per_cat.items():
+            mine = self[cat]
+            mine += stat
+        return self
+
+    def __add__(self, other: PQStat) -> PQStat:
+        out = PQStat()
+        out += self
+        out += other
+        return out
+
+    def pq_average(
+        self, categories: Mapping[int, Mapping] | LabelSet, isthing: bool | None
+    ) -> tuple[dict, dict]:
+        """Average over the categories (all, things only or stuff only).
+
+        Args:
+            categories: category id -> dict with ``isthing``, or a :class:`LabelSet`.
+            isthing: ``None`` for all categories, ``True`` things, ``False`` stuff.
+
+        Returns:
+            ``({"pq", "sq", "rq", "n"}, {category_id: {"pq", "sq", "rq"}})``; scores are
+            fractions; a class with no segment on either side reports zeros and is not
+            averaged (``n`` counts the averaged classes).
+        """
+        cats = _category_things(categories)
+        pq = sq = rq = 0.0
+        n = 0
+        per_class = {}
+        for cat, cat_isthing in cats.items():
+            if isthing is not None and isthing != cat_isthing:
+                continue
+            s = self.per_cat.get(cat, PQStatCat())
+            if s.tp + s.fp + s.fn == 0:
+                per_class[cat] = {"pq": 0.0, "sq": 0.0, "rq": 0.0}
+                continue
+            n += 1
+            denom = s.tp + 0.5 * s.fp + 0.5 * s.fn
+            pq_c = s.iou / denom
+            sq_c = s.iou / s.tp if s.tp else 0.0
+            rq_c = s.tp / denom
+            per_class[cat] = {"pq": pq_c, "sq": sq_c, "rq": rq_c}
+            pq += pq_c
+            sq += sq_c
+            rq += rq_c
+        if n == 0:
+            return {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0}, per_class
+        return {"pq": pq / n, "sq": sq / n, "rq": rq / n, "n": n}, per_class
+
+    def results(self, categories: Mapping[int, Mapping] | LabelSet) -> dict:
+        """The dict of panopticapi's ``pq_compute``: All/Things/Stuff and per_class."""
+        out: dict = {}
+        for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
+            out[name], per_class = self.pq_average(categories, isthing)
+            if name == "All":
+                out["per_class"] = per_class
+        return out
+
+
+def _category_things(categories: Mapping[int, Mapping] | LabelSet) -> dict[int, bool]:
+    if isinstance(categories, LabelSet):
+        return {c.id: c.is_thing for c in categories}
+    return {int(k): v["isthing"] == 1 for k, v in categories.items()}
+
+
+def _segment_arrays(
+    segments: Sequence[Mapping], values: np.ndarray, what: str, image_id
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """ids, categories, iscrowd, json area and position in ``values`` (-1: not in PNG)."""
+    # Later duplicates of an id replace earlier ones, as a dict built from the list would.
+    by_id = {}
+    for s in segments:
+        try:
+            by_id[int(s["id"])] = s
+        except (KeyError, TypeError, ValueError):
+            raise PQError(f"image {image_id}: a {what} segment has no integer 'id'") from None
+    ids = np.fromiter(by_id, dtype=np.int64, count=len(by_id))
+    try:
+        cats = np.array([int(s["category_id"]) for s in by_id.values()], dtype=np.int64)
+    except (KeyError, TypeError, ValueError):
+        raise PQError(f"image {image_id}: a {what} segment has no 'category_id'") from None
+    crowd = np.array([int(s.get("iscrowd", 0)) == 1 for s in by_id.values()], dtype=bool)
+    area = np.array([float(s.get("area", -1)) for s in by_id.values()], dtype=np.float64)
+    pos = np.searchsorted(values, ids)
+    pos = np.clip(pos, 0, max(len(values) - 1, 0))
+    found = (len(values) > 0) & (values[pos] == ids) if len(values) else np.zeros(len(ids), bool)
+    pos = np.where(found, pos, -1)
+    return ids, cats, crowd, area, pos
+
+
+def pq_image(
+    gt_ids: np.ndarray,
+    gt_segments: Sequence[Mapping],
+    pred_ids: np.ndarray,
+    pred_segments: Sequence[Mapping],
+    categories: Iterable[int] | None = None,
+    image_id: object = None,
+) -> PQStat:
+    """PQ counts of one image, vectorised (one joint histogram, no per-pixel Python).
+
+    Args:
+        gt_ids: ndarray[H, W] integer ground-truth segment ids (0 = VOID).
+        gt_segments: ground truth ``segments_info`` (``id``, ``category_id``, ``iscrowd``,
+            ``area``; the JSON area is used, as in panopticapi).
+        pred_ids: ndarray[H, W] integer predicted segment ids (0 = void / unassigned).
+        pred_segments: prediction ``segments_info`` (``id``, ``category_id``).
+        categories: known category ids; a predicted segment of another category raises.
+        image_id: used in error messages only.
+
+    Raises:
+        PQError: sizes differ, a PNG id is missing from the JSON or the other way round, an
+            unknown predicted category, or a ground-truth segment without ``area``.
+    """
+    gt_ids = np.asarray(gt_ids)
+    pred_ids = np.asarray(pred_ids)
+    if gt_ids.shape != pred_ids.shape:
+        raise PQError(
+            f"image {image_id}: ground truth is {gt_ids.shape} but prediction is {pred_ids.shape}"
+        )
+    stat = PQStat()
+    gvals, gidx = compact_ids(gt_ids.astype(np.int64, copy=False))
+    pvals, pidx = compact_ids(pred_ids.astype(np.int64, copy=False))
+    kg, kp = len(gvals), len(pvals)
+    p_area_png = np.bincount(pidx.reshape(-1), minlength=kp)
+    joint = np.bincount(
+        (gidx.astype(np.int64) * kp + pidx).reshape(-1), minlength=kg * kp
+    ).reshape(kg, kp)
+
+    p_ids, p_cat, _, _, p_pos = _segment_arrays(pred_segments, pvals, "predicted", image_id)
+    g_ids, g_cat, g_crowd, g_area, g_pos = _segment_arrays(gt_segments, gvals, "ground-truth",
+                                                           image_id)
+    # Prediction sanity checks of panopticapi.
+    listed = set(p_ids.tolist())
+    extra = [int(v) for v in pvals if v != VOID and int(v) not in listed]
+    if extra:
+        raise PQError(
+            f"In the image with ID {image_id} segment with ID {extra[0]} is presented in PNG "
+            "and not presented in JSON."
+        )
+    if categories is not None:
+        known = set(int(c) for c in categories)
+        unknown = [(int(i), int(c)) for i, c in zip(p_ids, p_cat) if int(c) not in known]
+        if unknown:
+            raise PQError(
+                f"In the image with ID {image_id} segment with ID {unknown[0][0]} has unknown "
+                f"category_id {unknown[0][1]}."
+            )
+    missing = p_ids[p_pos < 0].tolist()
+    if missing:
+        raise PQError(
+            f"In the image with ID {image_id} the following segment IDs {missing} are "
+            "presented in JSON and not presented in PNG."
+        )
+    if np.any(g_area < 0):
+        raise PQError(f"image {image_id}: a ground-truth segment has no 'area'")
+
+    p_area = p_area_png[p_pos].astype(np.float64)
+    # Intersections between listed segments; segments absent from a PNG intersect nothing.
+    g_rows = np.where(g_pos >= 0, g_pos, 0)
+    inter = joint[g_rows][:, p_pos].astype(np.float64)
+    inter[g_pos < 0] = 0.0
+    void_pos = np.searchsorted(gvals, VOID)
+    has_void = kg > 0 and void_pos < kg and gvals[void_pos] == VOID
+    p_void = joint[void_pos, p_pos].astype(np.float64) if has_void else np.zeros(len(p_ids))
+
+    # Matches: same category, non-crowd ground truth, IoU > 0.5.
+    candidate = (inter > 0) & (g_cat[:, None] == p_cat[None, :]) & ~g_crowd[:, None]
+    union = p_area[None, :] + g_area[:, None] - inter - p_void[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(candidate, inter / np.where(union > 0, union, 1.0), 0.0)
+    matched = candidate & (iou > 0.5)
+    gi, pi = np.nonzero(matched)
+    for k in range(len(gi)):
+        s = stat[g_cat[gi[k]]]
+        s.tp += 1
+        s.iou += float(iou[gi[k], pi[k]])
+    g_matched = matched.any(axis=1)
+    p_matched = matched.any(axis=0)
+
+    # False negatives; the last crowd region listed per category is kept for the FP rule.
+    crowd_of_cat: dict[int, int] = {}
+    for k in range(len(g_ids)):
+        if g_matched[k]:
+            continue
+        if g_crowd[k]:
+            crowd_of_cat[int(g_cat[k])] = k
+            continue
+        stat[g_cat[k]].fn += 1
+
+    # False positives, unless mostly on VOID or on a crowd region of their own category.
+    for k in range(len(p_ids)):
+        if p_matched[k]:
+            continue
+        ignored = p_void[k]
+        crowd_k = crowd_of_cat.get(int(p_cat[k]))
+        if crowd_k is not None:
+            ignored += inter[crowd_k, k]
+        if ignored / p_area[k] > 0.5:
+            continue
+        stat[p_cat[k]].fp += 1
+    return stat
+
+
+def pq_results(gt: PanopticResult, pred: PanopticResult) -> PQStat:
+    """PQ counts of one image from two in-memory :class:`PanopticResult` objects.
+
+    Ground-truth areas are measured from its id map; crowd comes from ``Segment.iscrowd``.
+    """
+    def info(r: PanopticResult) -> list[dict]:
+        return [
+            {"id": s.id, "category_id": s.category_id, "iscrowd": int(s.iscrowd), "area": s.area}
+            for s in r.segments
+        ]
+
+    return pq_image(gt.ids, info(gt), pred.ids, info(pred))
+
+
+def _read_pair(args) -> PQStat:
+    from panoptic_ros.data.coco_panoptic import read_panoptic_png
+
+    gt_ann, pred_ann, gt_dir, pred_dir, cats = args
+    image_id = gt_ann["image_id"]
+    gt = read_panoptic_png(Path(gt_dir) / gt_ann["file_name"])
+    pred = read_panoptic_png(Path(pred_dir) / pred_ann["file_name"])
+    return pq_image(gt, gt_ann["segments_info"], pred, pred_ann["segments_info"], cats, image_id)
+
+
+def pq_compute_files(
+    gt_json: str | Path,
+    gt_dir: str | Path | None,
+    pred_json: str | Path,
+    pred_dir: str | Path | None,
+    workers: int = 1,
+) -> dict:
+    """Evaluate a COCO panoptic prediction set against ground truth, like panopticapi.
+
+    Args:
+        gt_json, pred_json: COCO panoptic JSON files; the ground truth's ``categories`` are
+            the ones scored.
+        gt_dir, pred_dir: PNG folders; ``None`` means the JSON path without ``.json``.
+        workers: threads reading and scoring images (PNG decoding releases the GIL).
+
+    Returns:
+        panopticapi's results dict: ``{"All"|"Things"|"Stuff": {"pq", "sq", "rq", "n"},
+        "per_class": {category_id: {"pq", "sq", "rq"}}}``, scores as fractions.
+
+    Raises:
+        UserError: a missing or malformed file, an image without a prediction, or a rule of
+            :func:`pq_image` broken.
+    """
+    from panoptic_ros.data.coco_panoptic import load_json
+
+    gt = load_json(gt_json, "ground-truth JSON")
+    pred = load_json(pred_json, "prediction JSON")
+    gt_dir = Path(gt_dir) if gt_dir is not None else Path(str(gt_json)).with_suffix("")
+    pred_dir = Path(pred_dir) if pred_dir is not None else Path(str(pred_json)).with_suffix("")
+    for folder, what in ((gt_dir, "ground-truth"), (pred_dir, "prediction")):
+        if not folder.is_dir():
+            raise UserError(f"{what} PNG folder not found: {folder}")
+    try:
+        categories = {int(c["id"]): c for c in gt["categories"]}
+        gt_anns = list(gt["annotations"])
+        pred_anns = {a["image_id"]: a for a in pred["annotations"]}
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"malformed COCO panoptic JSON (missing {err})") from None
+    jobs = []
+    for ann in gt_anns:
+        if ann.get("image_id") not in pred_anns:
+            raise UserError(f"no prediction for the image with id: {ann.get('image_id')}")
+        jobs.append((ann, pred_anns[ann["image_id"]], gt_dir, pred_dir, categories))
+    stat = PQStat()
+    try:
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                for s in pool.map(_read_pair, jobs):
+                    stat += s
+        else:
+            for job in jobs:
+                stat += _read_pair(job)
+    except PQError as err:
+        raise UserError(str(err)) from None
+    except KeyError as err:
+        raise UserError(f"malformed annotation (missing {err})") from None
+    return stat.results(categories)
+
+
+def format_results(results: Mapping) -> str:
+    """The All/Things/Stuff table as panopticapi prints it (scores in percent)."""
+    lines = [f"{'':10s}| {'PQ':>5s}  {'SQ':>5s}  {'RQ':>5s} {'N':>5s}", "-" * 38]
+    for name in ("All", "Things", "Stuff"):
+        r = results[name]
+        lines.append(
+            f"{name:10s}| {100 * r['pq']:5.1f}  {100 * r['sq']:5.1f}  {100 * r['rq']:5.1f} "
+            f"{r['n']:5d}"
+        )
+    return "\n".join(lines)
