@@ -1,0 +1,368 @@
+"""Panoptic fusion on hand-built logits with known answers, and against the loop reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from reference_fusion import reference_fusion, reference_paste
+
+from panoptic_ros.categories import LabelSet, synthetic
+from panoptic_ros.models.efficientps.config import FusionConfig
+from panoptic_ros.models.fusion import (
+    efficientps_fusion,
+    fuse,
+    greedy_overlap_filter,
+    paste_mask_logits,
+    resize_index_map,
+    segment_stats_torch,
+    to_panoptic_result,
+)
+from panoptic_ros.result import PanopticResult, segment_stats
+
+LS = synthetic()  # stuff: sky 11, ground 12, wall 13, grass 14, water 15; things: person 1 ..
+S = LS.num_stuff  # 5
+CATS = torch.as_tensor(LS.ids)
+SKY, GROUND = LS.index_of(11), LS.index_of(12)
+PERSON, CAR = LS.index_of(1), LS.index_of(2)  # semantic (training) indices
+DIV = 1000
+STRATEGIES = ("efficientps", "panoptic_fpn")
+
+
+def semantic(h: int, w: int, winner: int = SKY, margin: float = 5.0) -> torch.Tensor:
+    """Logits [C, H, W] where ``winner`` leads by ``margin`` everywhere."""
+    logits = torch.zeros((LS.num_classes, h, w))
+    logits[winner] = margin
+    return logits
+
+
+def box_mask(value: float = 10.0, m: int = 28) -> torch.Tensor:
+    """A constant mask logit map (the whole box is in the mask when value > 0)."""
+    return torch.full((m, m), value)
+
+
+def run(strategy="efficientps", sem=None, masks=(), boxes=(), scores=(), labels=(), **kw):
+    k = len(boxes)
+    kw.setdefault("score_threshold", 0.5)
+    kw.setdefault("overlap_threshold", 0.5)
+    kw.setdefault("stuff_area", 0)
+    out = fuse(
+        sem,
+        torch.stack(list(masks)) if k else torch.zeros((0, 28, 28)),
+        torch.tensor(boxes, dtype=torch.float32).reshape(k, 4),
+        torch.tensor(scores, dtype=torch.float32),
+        torch.tensor(labels, dtype=torch.int64),
+        strategy=strategy,
+        num_stuff=S,
+        category_ids=CATS,
+        label_divisor=DIV,
+        **kw,
+    )
+    return out, out.ids.numpy()
+
+
+# -- hand-built cases ----------------------------------------------------------------------
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_zero_instances_gives_semantic_stuff_and_void_things(strategy):
+    sem = semantic(8, 10, SKY)
+    sem[GROUND, 4:] = 9.0  # bottom half ground
+    sem[PERSON, 0:2, 0:3] = 20.0  # a thing-class blob no instance claims
+    _, ids = run(strategy, sem)
+    expected = np.full((8, 10), 11000, np.int32)
+    expected[4:] = 12000
+    expected[0:2, 0:3] = 0
+    np.testing.assert_array_equal(ids, expected)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_one_instance_covering_everything(strategy):
+    sem = semantic(6, 7, SKY)
+    sem[CAR] = 1.0
+    out, ids = run(strategy, sem, [box_mask()], [(0, 0, 7, 6)], [0.9], [CAR])
+    np.testing.assert_array_equal(ids, np.full((6, 7), 2001, np.int32))
+    res = to_panoptic_result(out, LS, DIV)
+    assert [(s.id, s.area, s.bbox, s.is_thing) for s in res.segments] == [
+        (2001, 42, (0, 0, 7, 6), True)
+    ]
+    assert res.segments[0].score == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_overlap_filter_and_score_order(strategy):
+    sem = semantic(10, 20, SKY)  # inside a mask FL = (1 + 0.5) * 40 = 60 beats sky's 5
+    # A: cols 0..9; B: cols 4..13; C: cols 12..19.
+    boxes = [(0, 0, 10, 10), (4, 0, 14, 10), (12, 0, 20, 10)]
+    masks = [box_mask() for _ in boxes]
+    labels = [PERSON, PERSON, CAR]
+    _, ids = run(strategy, sem, masks, boxes, [0.9, 0.8, 0.7], labels)
+    # Order A, B, C: B is dropped (6/10 of it claimed by A); C overlaps nothing kept.
+    expected = np.full((10, 20), 11000, np.int32)
+    expected[:, 0:10] = 1001
+    expected[:, 12:20] = 2001
+    np.testing.assert_array_equal(ids, expected)
+    # Order B, A, C: A is dropped (6/10 claimed by B); C overlaps B on 2/8 and is kept; the
+    # shared columns 12..13 go to B, the higher score.
+    _, ids = run(strategy, sem, masks, boxes, [0.7, 0.8, 0.6], labels)
+    expected = np.full((10, 20), 11000, np.int32)
+    expected[:, 4:14] = 1001
+    expected[:, 14:20] = 2001
+    np.testing.assert_array_equal(ids, expected)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_score_threshold_ignores_weak_detections(strategy):
+    sem = semantic(6, 6, SKY)
+    _, ids = run(strategy, sem, [box_mask()], [(0, 0, 6, 6)], [0.49], [PERSON])
+    assert (ids == 11000).all()
+    _, ids = run(strategy, sem, [box_mask()], [(0, 0, 6, 6)], [0.5], [PERSON])
+    assert (ids == 1001).all()
+
+
+def test_instance_wins_over_stuff_through_fl():
+    sem = semantic(4, 8, SKY, margin=3.0)
+    sem[PERSON] = 2.0  # the thing class is second everywhere
+    mask = torch.full((28, 28), 1.0)
+    mask[:, 14:] = -10.0  # right half of the mask is background
+    _, ids = run("efficientps", sem, [mask], [(0, 0, 8, 4)], [0.9], [PERSON])
+    # Box columns 0..3 sample mask cells 1..12 (logit 1), columns 4..7 cells 15..26 (-10).
+    # Left: ML_A = 4, ML_B = 2 -> FL = (s(4) + s(2)) * 6 ~ 11.2 > 3 -> instance, although the
+    # semantic argmax there is sky. Right: ML_A = -40 -> FL = (0 + s(2)) * -38 < 3 -> sky.
+    expected = np.full((4, 8), 11000, np.int32)
+    expected[:, :4] = 1001
+    np.testing.assert_array_equal(ids, expected)
+    # Panoptic FPN follows the binary mask alone: the same split here.
+    _, ids_fpn = run("panoptic_fpn", sem, [mask], [(0, 0, 8, 4)], [0.9], [PERSON])
+    np.testing.assert_array_equal(ids_fpn, expected)
+
+
+def test_fl_can_lose_to_stuff_where_mask_is_weak():
+    sem = semantic(4, 4, GROUND, margin=6.0)
+    sem[PERSON] = -4.0
+    # mask logit 0.2 -> ML_A = 0.8, ML_B = -4 -> FL = (0.69 + 0.018) * -3.2 < 6: ground wins.
+    _, ids = run("efficientps", sem, [box_mask(0.2)], [(0, 0, 4, 4)], [0.9], [PERSON])
+    assert (ids == 12000).all()
+
+
+def test_unclaimed_thing_pixels_are_void():
+    sem = semantic(6, 12, SKY)
+    sem[CAR, :, 6:] = 10.0  # semantics say car on the right half
+    mask = torch.full((28, 28), 10.0)
+    _, ids = run("efficientps", sem, [mask], [(6, 0, 9, 6)], [0.9], [CAR])
+    assert (ids[:, 6:9] == 2001).all()  # the instance claims its box
+    assert (ids[:, 9:] == 0).all()  # car pixels outside any instance: void
+    assert (ids[:, :6] == 11000).all()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_stuff_area_threshold(strategy):
+    sem = semantic(10, 10, SKY)
+    sem[GROUND, 0:2, 0:3] = 9.0  # 6 px of ground
+    _, ids = run(strategy, sem, stuff_area=6)
+    assert (ids[0:2, 0:3] == 12000).all()  # area 6 >= 6 stays
+    _, ids = run(strategy, sem, stuff_area=7)
+    assert (ids[0:2, 0:3] == 0).all()  # area 6 < 7 -> void
+    assert (ids[2:] == 11000).all()
+
+
+def test_stuff_area_scales_with_image_area():
+    cfg = FusionConfig(stuff_area=2048, reference_size=(1024, 2048))
+    assert cfg.stuff_area_at(1024, 2048) == 2048
+    assert cfg.stuff_area_at(512, 1024) == 512
+    assert cfg.stuff_area_at(32, 64) == 2
+    # At 32x64 a 2-px stuff region survives and a 1-px region does not.
+    sem = semantic(32, 64, SKY)
+    sem[GROUND, 0, 0:2] = 9.0
+    sem[LS.index_of(13), 5, 5] = 9.0  # 1 px wall
+    _, ids = run("efficientps", sem, stuff_area=cfg.stuff_area_at(32, 64))
+    assert (ids[0, 0:2] == 12000).all()
+    assert ids[5, 5] == 0
+
+
+def test_panoptic_fpn_assigns_unassigned_pixels_only():
+    sem = semantic(4, 12, SKY)
+    boxes = [(0, 0, 8, 4), (5, 0, 12, 4)]  # second overlaps first on 3/7 of its area
+    masks = [box_mask() for b in boxes]
+    _, ids = run("panoptic_fpn", sem, masks, boxes, [0.9, 0.8], [PERSON, PERSON])
+    assert (ids[:, :8] == 1001).all()
+    assert (ids[:, 8:] == 1002).all()
+
+
+def test_instance_ids_count_only_instances_with_pixels():
+    # The best person (FL 30) beats the second (FL ~5.9) everywhere in the second's box, so
+    # the second keeps no pixel and the third person is numbered 2.
+    sem = semantic(4, 16, SKY)
+    boxes = [(0, 0, 8, 4), (6, 0, 8, 4), (10, 0, 16, 4)]
+    masks = [box_mask(5.0), box_mask(1.0), box_mask(5.0)]
+    _, ids = run("efficientps", sem, masks, boxes, [0.9, 0.8, 0.7], [PERSON, PERSON, PERSON],
+                 overlap_threshold=1.0)
+    expected = np.full((4, 16), 11000, np.int32)
+    expected[:, 0:8] = 1001
+    expected[:, 10:] = 1002
+    np.testing.assert_array_equal(ids, expected)
+
+
+def test_detections_need_not_be_sorted():
+    sem = semantic(4, 8, SKY)
+    boxes = [(0, 0, 8, 4), (0, 0, 8, 4)]
+    masks = [box_mask(), box_mask()]
+    _, ids = run("efficientps", sem, masks, boxes, [0.6, 0.9], [PERSON, CAR])
+    assert (ids == 2001).all()  # the car scores higher; the person is filtered as overlap
+
+
+def test_empty_masks_are_never_kept():
+    sem = semantic(4, 4, SKY)
+    out, ids = run("efficientps", sem, [box_mask(-3.0)], [(0, 0, 4, 4)], [0.99], [CAR])
+    assert (ids == 11000).all()
+
+
+def test_no_stuff_classes():
+    ls = LabelSet.from_coco([{"id": 1, "name": "a", "isthing": 1},
+                             {"id": 2, "name": "b", "isthing": 1}])
+    sem = torch.zeros((2, 4, 4))
+    out = efficientps_fusion(
+        sem, torch.full((1, 28, 28), 5.0), torch.tensor([[0.0, 0.0, 2.0, 4.0]]),
+        torch.tensor([0.9]), torch.tensor([1]), num_stuff=0,
+        category_ids=torch.as_tensor(ls.ids), label_divisor=DIV,
+    )
+    ids = out.ids.numpy()
+    assert (ids[:, :2] == 2001).all() and (ids[:, 2:] == 0).all()
+
+
+def test_bad_shapes_raise_value_error():
+    with pytest.raises(ValueError, match="semantic_logits must be Tensor"):
+        efficientps_fusion(torch.zeros(4, 4), torch.zeros(0, 28, 28), torch.zeros(0, 4),
+                           torch.zeros(0), torch.zeros(0, dtype=torch.int64), num_stuff=S,
+                           category_ids=CATS, label_divisor=DIV)
+    with pytest.raises(ValueError, match="category_ids"):
+        efficientps_fusion(torch.zeros(9, 4, 4), torch.zeros(0, 28, 28), torch.zeros(0, 4),
+                           torch.zeros(0), torch.zeros(0, dtype=torch.int64), num_stuff=S,
+                           category_ids=CATS[:3], label_divisor=DIV)
+    with pytest.raises(ValueError, match="strategy"):
+        fuse(torch.zeros(9, 4, 4), torch.zeros(0, 28, 28), torch.zeros(0, 4),
+             torch.zeros(0), torch.zeros(0, dtype=torch.int64), strategy="maskformer", num_stuff=S,
+             category_ids=CATS, label_divisor=DIV)
+
+
+# -- building blocks -----------------------------------------------------------------------
+def test_paste_matches_per_box_interpolate_on_integer_boxes():
+    g = torch.Generator().manual_seed(1)
+    masks = torch.randn((3, 28, 28), generator=g)
+    boxes = torch.tensor([[2.0, 3.0, 17.0, 9.0], [0.0, 0.0, 40.0, 30.0], [30.0, 20.0, 33.0, 29.0]])
+    pasted = paste_mask_logits(masks, boxes, (30, 40))
+    for k, (x0, y0, x1, y1) in enumerate(boxes.int().tolist()):
+        expected = torch.zeros((30, 40))
+        expected[y0:y1, x0:x1] = F.interpolate(
+            masks[k][None, None], size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False
+        )[0, 0]
+        torch.testing.assert_close(pasted[k], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_paste_matches_grid_sample_reference_on_fractional_boxes():
+    g = torch.Generator().manual_seed(2)
+    masks = torch.randn((5, 28, 28), generator=g)
+    xy = torch.rand((5, 2), generator=g) * torch.tensor([30.0, 20.0]) - 3
+    wh = torch.rand((5, 2), generator=g) * 25 + 0.3
+    boxes = torch.cat([xy, xy + wh], 1)
+    torch.testing.assert_close(
+        paste_mask_logits(masks, boxes, (24, 33)), reference_paste(masks, boxes, (24, 33)),
+        atol=1e-5, rtol=1e-5,
+    )
+
+
+def _loop_overlap_filter(masks, candidates, thr):
+    claimed = torch.zeros(masks.shape[1], dtype=torch.bool)
+    keep = []
+    for k in range(masks.shape[0]):
+        area = int(masks[k].sum())
+        ok = bool(candidates[k]) and area > 0 and int((masks[k] & claimed).sum()) / area <= thr
+        keep.append(ok)
+        if ok:
+            claimed |= masks[k]
+    return torch.tensor(keep, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_greedy_overlap_filter_equals_sequential_loop(seed):
+    g = torch.Generator().manual_seed(seed)
+    k = 12
+    centres = torch.rand((k, 2), generator=g) * 24
+    radii = torch.rand(k, generator=g) * 8 + 1
+    yy, xx = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
+    masks = ((yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None])
+             ** 2 <= radii[:, None, None] ** 2).reshape(k, -1)
+    candidates = torch.rand(k, generator=g) > 0.2
+    thr = [0.0, 0.2, 0.5, 0.8, 1.0, 0.35][seed]
+    keep, owner = greedy_overlap_filter(masks, candidates, thr)
+    expected = _loop_overlap_filter(masks, candidates, thr)
+    assert torch.equal(keep, expected)
+    first = torch.where(masks & keep[:, None], torch.arange(k)[:, None], k).amin(0)
+    assert torch.equal(owner, first)
+
+
+def test_segment_stats_torch_matches_numpy():
+    rng = np.random.default_rng(3)
+    index_map = rng.integers(0, 9, size=(17, 23))
+    index_map[index_map == 4] = 5  # one empty segment
+    areas, boxes = segment_stats_torch(torch.from_numpy(index_map), 10)
+    ref_areas, ref_boxes = segment_stats(index_map, 10)
+    np.testing.assert_array_equal(areas.numpy(), ref_areas)
+    np.testing.assert_array_equal(boxes.numpy(), ref_boxes)
+
+
+def test_resize_index_map_nearest():
+    m = torch.arange(6).reshape(2, 3)
+    up = resize_index_map(m, (4, 6))
+    assert up.tolist() == [[0, 0, 1, 1, 2, 2]] * 2 + [[3, 3, 4, 4, 5, 5]] * 2
+    assert resize_index_map(up, (2, 3)).tolist() == m.tolist()
+    assert resize_index_map(m, (3, 5)).shape == (3, 5)
+
+
+# -- against the loop reference ------------------------------------------------------------
+def random_case(seed: int, h: int = 37, w: int = 51, k: int = 9):
+    g = torch.Generator().manual_seed(seed)
+    sem = torch.randn((LS.num_classes, h, w), generator=g) * 3
+    sem = F.avg_pool2d(sem[None], 5, 1, 2)[0] * 3  # smooth regions, as real logits are
+    xy = torch.rand((k, 2), generator=g) * torch.tensor([w - 5.0, h - 5.0])
+    wh = torch.rand((k, 2), generator=g) * torch.tensor([w / 2, h / 2]) + 2
+    boxes = torch.cat([xy, torch.minimum(xy + wh, torch.tensor([float(w), float(h)]))], 1)
+    masks = torch.randn((k, 28, 28), generator=g) * 2
+    masks = F.avg_pool2d(masks[:, None], 7, 1, 3)[:, 0] * 3 + 0.5
+    scores = torch.rand(k, generator=g) * 0.8 + 0.2
+    labels = torch.randint(S, LS.num_classes, (k,), generator=g)
+    return sem, masks, boxes, scores, labels
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("seed", range(8))
+def test_fusion_equals_reference_on_random_inputs(strategy, seed):
+    sem, masks, boxes, scores, labels = random_case(seed)
+    h, w = sem.shape[1:]
+    kw = dict(num_stuff=S, category_ids=CATS, label_divisor=DIV, score_threshold=0.5,
+              overlap_threshold=[0.5, 0.3, 0.7, 0.5][seed % 4], stuff_area=[0, 20, 60][seed % 3])
+    out = fuse(sem, masks, boxes, scores, labels, strategy=strategy, **kw)
+    pasted = paste_mask_logits(masks, boxes, (h, w))
+    ids_ref, scores_ref = reference_fusion(strategy, sem, pasted, boxes, scores, labels, **kw)
+    ids = out.ids.numpy()
+    np.testing.assert_array_equal(ids, ids_ref)
+    assert len(np.unique(ids)) > 3  # a non-trivial case: stuff and instances
+    res = to_panoptic_result(out, LS, DIV)
+    assert {s.id for s in res.segments} == set(scores_ref)
+    for s in res.segments:
+        assert s.score == pytest.approx(scores_ref[s.id], abs=1e-5)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_result_segments_equal_from_ids(strategy):
+    sem, masks, boxes, scores, labels = random_case(11, 29, 41)
+    out = fuse(sem, masks, boxes, scores, labels, strategy=strategy, num_stuff=S,
+               category_ids=CATS, label_divisor=DIV, stuff_area=10)
+    for size in (None, (58, 82), (20, 30)):
+        res = to_panoptic_result(out, LS, DIV, size)
+        ref = PanopticResult.from_ids(res.ids, LS, DIV,
+                                      scores={s.id: s.score for s in res.segments})
+        assert res.ids.dtype == np.int32
+        assert res.segments == ref.segments
+        assert len(res.segments) >= 3
+        if size is not None:
+            assert res.ids.shape == size
