@@ -1,0 +1,54 @@
+"""Batch preparation shared by the backends and the Predictor: normalise, then pad."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def normalize_and_pad(
+    images: Sequence[Tensor],
+    mean: Sequence[float],
+    std: Sequence[float],
+    size_divisibility: int,
+    channels_last: bool = False,
+) -> tuple[Tensor, list[tuple[int, int]]]:
+    """Normalise RGB images and pad them (bottom/right, with zeros) into one batch.
+
+    Args:
+        images: Tensors[3, h_i, w_i], RGB in 0..255 (uint8 or float), all on one device.
+        mean: per-channel mean, 0..255 units.
+        std: per-channel standard deviation, 0..255 units.
+        size_divisibility: the batch's height and width are multiples of this.
+        channels_last: return the batch in channels-last memory format.
+
+    Returns:
+        Tensor[B, 3, H_p, W_p] float32 ``(rgb - mean) / std`` (0 in the padding) and the
+        ``(h_i, w_i)`` of each image.
+
+    Raises:
+        ValueError: no images, or an image that is not [3, h, w] with h, w >= 1.
+    """
+    if len(images) == 0:
+        raise ValueError("no images to batch")
+    sizes = []
+    for i, im in enumerate(images):
+        if not isinstance(im, Tensor) or im.dim() != 3 or im.shape[0] != 3 or min(im.shape) < 1:
+            got = tuple(im.shape) if isinstance(im, Tensor) else type(im).__name__
+            raise ValueError(f"image {i} must be Tensor[3, H, W] with H, W >= 1, got {got}")
+        sizes.append((int(im.shape[1]), int(im.shape[2])))
+    d = int(size_divisibility)
+    pad_h = math.ceil(max(h for h, _ in sizes) / d) * d
+    pad_w = math.ceil(max(w for _, w in sizes) / d) * d
+    device = images[0].device
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1)
+    inv_std = 1.0 / torch.as_tensor(std, dtype=torch.float32, device=device).view(3, 1, 1)
+    batch = torch.zeros((len(images), 3, pad_h, pad_w), dtype=torch.float32, device=device)
+    for i, (im, (h, w)) in enumerate(zip(images, sizes)):
+        batch[i, :, :h, :w] = (im.float() - mean_t) * inv_std
+    if channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch, sizes
