@@ -1,0 +1,95 @@
+"""``panoptic-ros infer``: panoptic segmentation of an image or a folder into COCO panoptic files.
+
+Writes ``OUTPUT/panoptic/<stem>.png`` (segment ids as RGB) and ``OUTPUT/predictions.json``
+(COCO panoptic ``annotations`` with ``segments_info`` and the categories); an image's id is
+its file stem as an integer when the stem is one, else the stem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from panoptic_ros.errors import ModelLoadError, UserError
+
+HELP = "segment an image or a folder of images; write COCO panoptic PNGs + predictions.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``infer``."""
+    parser.add_argument("--weights", default="demo",
+                        help="checkpoint path, or 'demo' for the bundled model (default)")
+    parser.add_argument("--input", required=True, type=Path,
+                        help="an image file or a folder of images (not recursive)")
+    parser.add_argument("--output", required=True, type=Path, help="output folder")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--input-size", default=None, metavar="HxW",
+                        help="network input size: HxW box the image is fitted into, or N for "
+                             "the shorter side (default: the model's, else the image's own)")
+
+
+def parse_input_size(text: str | None) -> int | tuple[int, int] | None:
+    """``"512"`` -> 512, ``"256x320"`` -> (256, 320), None -> None; else :class:`UserError`."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
+    if not match or int(match.group(1)) < 1 or (match.group(2) and int(match.group(2)) < 1):
+        raise UserError(f"--input-size must be HxW (e.g. 256x320) or N, got {text!r}")
+    if match.group(2) is None:
+        return int(match.group(1))
+    return int(match.group(1)), int(match.group(2))
+
+
+def find_images(path: Path) -> list[Path]:
+    """The image file itself, or the images of a folder sorted by name."""
+    from panoptic_ros.data.coco_panoptic import IMAGE_SUFFIXES
+
+    if not path.exists():
+        raise UserError(f"input not found: {path}")
+    if path.is_file():
+        return [path]
+    images = sorted(p for p in path.iterdir()
+                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+    return images
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment every input image and write the prediction set."""
+    from tqdm import tqdm
+
+    from panoptic_ros.data.coco_panoptic import (
+        CocoPanopticWriter,
+        image_id_from_stem,
+        read_image,
+    )
+    from panoptic_ros.inference import Predictor
+
+    images = find_images(args.input)
+    ids: dict[int | str, Path] = {}
+    for path in images:
+        image_id = image_id_from_stem(path.stem)
+        if image_id in ids:
+            raise UserError(f"{ids[image_id].name} and {path.name} have the same image id "
+                            f"{image_id!r}")
+        ids[image_id] = path
+    if args.output.exists() and not args.output.is_dir():
+        raise UserError(f"output {args.output} exists and is not a folder")
+    input_size = parse_input_size(args.input_size)
+    try:
+        predictor = Predictor(weights=args.weights, device=args.device,
+                              precision=args.precision, input_size=input_size)
+    except (ModelLoadError, ValueError) as err:
+        raise UserError(f"cannot load the model: {err}") from None
+    writer = CocoPanopticWriter(args.output, predictor.label_set)
+    progress = tqdm(ids.items(), total=len(ids), unit="img", disable=len(ids) < 2,
+                    desc="infer")
+    for image_id, path in progress:
+        result = predictor(read_image(path))
+        writer.add(image_id, result, image_suffix=path.suffix)
+    json_path = writer.close()
+    print(f"wrote {len(ids)} prediction(s): {json_path} and {writer.png_dir}/")
+    return 0

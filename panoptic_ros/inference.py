@@ -1,0 +1,369 @@
+"""Predictor: RGB frames in, :class:`~panoptic_ros.result.PanopticResult` out, on CPU or GPU.
+
+One object owns the model, the device, the precision and the pre-processing::
+
+    predictor = Predictor(PredictorConfig(weights="model.pt", device="cuda", precision="fp16"))
+    result = predictor(rgb)            # ndarray[H, W, 3] uint8 -> PanopticResult at H x W
+    results = predictor([rgb1, rgb2])  # a batch, sizes may differ
+
+The frame is uploaded once (through pinned memory on CUDA), resized, normalised and padded on
+the device, run (optionally under ``torch.autocast``), fused on the device, and the final id
+map is copied to the host once, at the exact input size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from panoptic_ros.categories import LabelSet, check_label_divisor, get_label_set
+from panoptic_ros.errors import ModelLoadError
+from panoptic_ros.models.preprocess import normalize_and_pad
+from panoptic_ros.result import PanopticResult
+
+DEMO_WEIGHTS = Path(__file__).resolve().parent / "models" / "weights" / "demo.pt"
+"""The bundled demo model (narrow EfficientPS trained on the synthetic scenes)."""
+
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+"""Accepted precisions and their autocast dtypes (``fp32``: no autocast)."""
+
+InputSize = int | tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """Everything that decides how frames are processed.
+
+    Attributes:
+        backend: model backend (``efficientps`` or another registered one).
+        weights: ``"demo"`` (the bundled model), a checkpoint path (a hub id or folder for
+            pretrained backends), or ``None`` for random initialisation of ``variant``.
+        variant: network variant when ``weights`` is ``None``.
+        label_set: categories when ``weights`` is ``None`` (built-in name or JSON path).
+        device: ``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: one of :data:`PRECISIONS`; fp16/bf16 run the network under autocast.
+        input_size: network input size: an int is the shorter image side, ``(H, W)`` a box the
+            image is fitted into, both keeping the aspect ratio; ``None``: the checkpoint's
+            ``meta["input_size"]`` when it has one, else the image's own size.
+        label_divisor: id encoding divisor (``None``: the model's).
+        score_threshold: fusion override (``None``: the model's setting).
+        overlap_threshold: fusion override.
+        stuff_area: fusion override, pixels at the model's reference resolution.
+        fusion_strategy: ``efficientps`` or ``panoptic_fpn`` override.
+        compile: ``torch.compile`` the dense part of the network.
+        channels_last: channels-last memory format (``None``: on CUDA only).
+    """
+
+    backend: str = "efficientps"
+    weights: str | None = "demo"
+    variant: str = "narrow"
+    label_set: str = "synthetic"
+    device: str = "auto"
+    precision: str = "fp32"
+    input_size: InputSize = None
+    label_divisor: int | None = None
+    score_threshold: float | None = None
+    overlap_threshold: float | None = None
+    stuff_area: float | None = None
+    fusion_strategy: str | None = None
+    compile: bool = False
+    channels_last: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}"
+            )
+        size = self.input_size
+        if isinstance(size, list):
+            object.__setattr__(self, "input_size", tuple(size))
+            size = self.input_size
+        if size is not None:
+            ok = (isinstance(size, int) and size >= 1) or (
+                isinstance(size, tuple) and len(size) == 2
+                and all(isinstance(v, int) and v >= 1 for v in size)
+            )
+            if not ok or isinstance(size, bool):
+                raise ValueError(
+                    f"input_size must be None, a shorter side (int >= 1) or (height, width), "
+                    f"got {size!r}"
+                )
+        parse_device(self.device, check_available=False)
+
+    def inference_overrides(self) -> dict[str, Any]:
+        """The fusion settings this config overrides (names of the backend's parameters)."""
+        values = {
+            "score_threshold": self.score_threshold,
+            "overlap_threshold": self.overlap_threshold,
+            "stuff_area": self.stuff_area,
+            "strategy": self.fusion_strategy,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+def parse_device(name: str, check_available: bool = True) -> torch.device:
+    """``auto``/``cpu``/``cuda``/``cuda:N`` -> ``torch.device``.
+
+    Raises:
+        ValueError: not a device name of these forms.
+        ModelLoadError: CUDA asked for but not available (with ``check_available``).
+    """
+    text = str(name).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if check_available and device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {name!r} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ModelLoadError(
+                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA "
+                f"device(s) exist"
+            )
+    return device
+
+
+def fit_size(height: int, width: int, input_size: InputSize) -> tuple[int, int]:
+    """Network input size of an image, keeping its aspect ratio.
+
+    Args:
+        height, width: the image size.
+        input_size: shorter side (int), ``(H, W)`` box to fit into, or ``None`` (unchanged).
+    """
+    if input_size is None:
+        return height, width
+    if isinstance(input_size, int):
+        scale = input_size / min(height, width)
+    else:
+        scale = min(input_size[0] / height, input_size[1] / width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, np.ndarray):
+        return f"ndarray {obj.dtype} of shape {obj.shape}"
+    if isinstance(obj, Tensor):
+        return f"Tensor {obj.dtype} of shape {tuple(obj.shape)}"
+    return type(obj).__name__
+
+
+_EXPECTED = (
+    "a uint8 RGB image [H, W, 3] (numpy array or torch tensor), a batch [B, H, W, 3] or a "
+    "list of images"
+)
+
+
+def as_image_list(images: Any) -> tuple[list[np.ndarray | Tensor], bool]:
+    """Split the Predictor's input into HxWx3 uint8 images.
+
+    Returns:
+        the images and whether a single image (not a batch) was given.
+
+    Raises:
+        ValueError: anything else, naming what was expected and what arrived.
+    """
+    if isinstance(images, (np.ndarray, Tensor)):
+        if images.ndim == 3:
+            items, single = [images], True
+        elif images.ndim == 4:
+            items, single = list(images), False
+        else:
+            raise ValueError(f"expected {_EXPECTED}; got {_describe(images)}")
+    elif isinstance(images, (list, tuple)):
+        items, single = list(images), False
+        if not items:
+            raise ValueError(f"expected {_EXPECTED}; got an empty {type(images).__name__}")
+    else:
+        raise ValueError(f"expected {_EXPECTED}; got {_describe(images)}")
+    for i, im in enumerate(items):
+        where = "" if single else f" (item {i})"
+        if not isinstance(im, (np.ndarray, Tensor)):
+            raise ValueError(f"expected {_EXPECTED}; got {_describe(im)}{where}")
+        uint8 = im.dtype == (np.uint8 if isinstance(im, np.ndarray) else torch.uint8)
+        if im.ndim != 3 or im.shape[2] != 3 or not uint8 or im.shape[0] < 1 or im.shape[1] < 1:
+            raise ValueError(f"expected {_EXPECTED}; got {_describe(im)}{where}")
+    return items, single
+
+
+class Predictor:
+    """Panoptic segmentation of RGB frames with one model on one device.
+
+    Args:
+        config: the settings (default :class:`PredictorConfig`).
+        **overrides: fields of :class:`PredictorConfig` replacing those of ``config``.
+
+    Raises:
+        ModelLoadError: the weights cannot be loaded (missing file, corrupt checkpoint, no
+            bundled demo model, CUDA unavailable); the message says why.
+        ValueError: invalid settings.
+    """
+
+    def __init__(self, config: PredictorConfig | None = None, **overrides: Any) -> None:
+        config = config or PredictorConfig()
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+        self.device = parse_device(config.device)
+        self.autocast_dtype = PRECISIONS[config.precision]
+        self.model = self._load_model(config)
+        self.label_set: LabelSet = self.model.label_set
+        if config.label_divisor is not None and config.label_divisor != self.model.label_divisor:
+            check_label_divisor(config.label_divisor, self.label_set)
+            self.model.label_divisor = config.label_divisor
+        overrides = config.inference_overrides()
+        if overrides:
+            self.model.set_inference_params(**overrides)
+        meta = getattr(self.model, "checkpoint_meta", {}) or {}
+        size = config.input_size if config.input_size is not None else meta.get("input_size")
+        self.input_size: InputSize = tuple(size) if isinstance(size, list) else size
+        spec = self.model.preprocess_spec()
+        self._mean, self._std = spec["pixel_mean"], spec["pixel_std"]
+        self._divisibility = int(spec["size_divisibility"])
+        self.channels_last = (
+            self.device.type == "cuda" if config.channels_last is None else config.channels_last
+        )
+        self.model = self.model.to(self.device).eval()
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if config.compile:
+            if hasattr(self.model, "compile_dense"):
+                self.model.compile_dense()
+            else:
+                self.model.compile()
+        self._staging: dict[int, Tensor] = {}
+
+    # -- loading ---------------------------------------------------------------------------
+    @staticmethod
+    def _load_model(config: PredictorConfig) -> torch.nn.Module:
+        from panoptic_ros.models.checkpoint import load_model
+        from panoptic_ros.models.registry import build_model
+
+        if config.backend != "efficientps":
+            if config.weights is None or config.weights == "demo":
+                raise ModelLoadError(
+                    f"backend {config.backend!r} needs weights (a model id or folder)"
+                )
+            try:
+                return build_model({"backend": config.backend, "weights": config.weights})
+            except ValueError as err:
+                raise ModelLoadError(str(err)) from None
+        if config.weights is None:
+            from panoptic_ros.models.efficientps import EfficientPSConfig
+
+            try:
+                return build_model(
+                    "efficientps", EfficientPSConfig.preset(config.variant),
+                    get_label_set(config.label_set),
+                )
+            except ValueError as err:
+                raise ModelLoadError(
+                    f"cannot build a random {config.variant!r} model: {err}"
+                ) from None
+        if config.weights == "demo":
+            if not DEMO_WEIGHTS.is_file():
+                raise ModelLoadError(f"bundled demo model not found at {DEMO_WEIGHTS}")
+            return load_model(DEMO_WEIGHTS)
+        return load_model(config.weights)
+
+    def release(self) -> None:
+        """Free the model and its device memory; the Predictor is unusable afterwards."""
+        self.model = None
+        self._staging = {}
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # -- live settings ---------------------------------------------------------------------
+    def inference_params(self) -> dict[str, Any]:
+        """The backend's current fusion / inference settings."""
+        return self.model.inference_params()
+
+    def set_inference_params(self, **kwargs: Any) -> None:
+        """Change thresholds live (names of the backend; invalid values change nothing)."""
+        self.model.set_inference_params(**kwargs)
+
+    # -- inference -------------------------------------------------------------------------
+    def __call__(self, images: Any) -> PanopticResult | list[PanopticResult]:
+        """Same as :meth:`predict`."""
+        return self.predict(images)
+
+    @torch.inference_mode()
+    def predict(self, images: Any) -> PanopticResult | list[PanopticResult]:
+        """Panoptic segmentation of one image or a batch.
+
+        Args:
+            images: ndarray/Tensor[H, W, 3] uint8 RGB; a batch ndarray/Tensor[B, H, W, 3]; or a
+                list of images (sizes may differ).
+
+        Returns:
+            one :class:`PanopticResult` (single image) or a list, each at its input's exact
+            size.
+
+        Raises:
+            ValueError: input of another type, dtype or shape.
+        """
+        if self.model is None:
+            raise RuntimeError("the Predictor was released")
+        items, single = as_image_list(images)
+        tensors, out_sizes = [], []
+        for slot, im in enumerate(items):
+            h, w = int(im.shape[0]), int(im.shape[1])
+            out_sizes.append((h, w))
+            x = self._upload(im, slot).permute(2, 0, 1)  # [3, H, W] uint8 on the device
+            size = fit_size(h, w, self.input_size)
+            if size != (h, w):
+                x = F.interpolate(
+                    x[None].float(), size=size, mode="bilinear", align_corners=False,
+                    antialias=size[0] < h or size[1] < w,
+                )[0]
+            tensors.append(x)
+        batch, sizes = normalize_and_pad(
+            tensors, self._mean, self._std, self._divisibility, self.channels_last
+        )
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None else contextlib.nullcontext()
+        )
+        with autocast:
+            results = self.model.predict(batch, sizes, out_sizes)
+        return results[0] if single else results
+
+    def _upload(self, image: np.ndarray | Tensor, slot: int) -> Tensor:
+        """Tensor[H, W, 3] uint8 on the device; CPU frames go through pinned buffers on CUDA.
+
+        One reusable pinned buffer per batch position: the previous call's transfers have
+        finished, since :meth:`predict` ends with a device->host copy.
+        """
+        if isinstance(image, np.ndarray):
+            image = torch.from_numpy(np.ascontiguousarray(image))
+        if self.device.type != "cuda" or image.device.type == "cuda":
+            return image.to(self.device)
+        staging = self._staging.get(slot)
+        if staging is None or staging.shape != image.shape:
+            staging = torch.empty(image.shape, dtype=torch.uint8, pin_memory=True)
+            self._staging[slot] = staging
+        staging.copy_(image)
+        return staging.to(self.device, non_blocking=True)
+
+    def warmup(self, height: int = 256, width: int = 320) -> None:
+        """Run one black frame (cudnn autotuning, compile) before timing-sensitive use."""
+        self.predict(np.zeros((height, width, 3), np.uint8))
+
