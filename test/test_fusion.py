@@ -366,3 +366,15 @@ def test_result_segments_equal_from_ids(strategy):
         assert len(res.segments) >= 3
         if size is not None:
             assert res.ids.shape == size
+
+
+def test_chunked_fusion_equals_one_pass(monkeypatch):
+    import panoptic_ros.models.fusion as fusion
+
+    sem, masks, boxes, scores, labels = random_case(5, k=12)
+    kw = dict(num_stuff=S, category_ids=CATS, label_divisor=DIV)
+    one = fuse(sem, masks, boxes, scores, labels, **kw)
+    monkeypatch.setattr(fusion, "CHUNK_ELEMENTS", 3 * 37 * 51)  # chunks of 3 detections
+    chunked = fuse(sem, masks, boxes, scores, labels, **kw)
+    assert torch.equal(one.index_map, chunked.index_map)
+    assert torch.equal(one.values, chunked.values)

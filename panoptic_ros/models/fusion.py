@@ -46,6 +46,9 @@ from panoptic_ros.result import PanopticResult, Segment
 MASK_LOGIT_SCALE = 4.0
 """EfficientPS scales pasted mask logits by 4 (``ML_A``) before fusing."""
 
+CHUNK_ELEMENTS = 1 << 25
+"""Detections are fused in chunks of at most this many ``K x H x W`` elements (memory bound)."""
+
 
 @dataclass
 class FusionOutput:
@@ -297,22 +300,39 @@ def _efficientps_owner(
     owner = torch.full((h, w), k, dtype=torch.int64, device=semantic_logits.device)
     if k == 0:
         return owner
-    pasted = paste_mask_logits(mask_logits, boxes, (h, w))  # [K, H, W]
-    keep, _ = greedy_overlap_filter(
-        (pasted > 0).reshape(k, -1), scores >= score_threshold, overlap_threshold
-    )
+    chunk = max(1, CHUNK_ELEMENTS // (h * w))
+    pasted = paste_mask_logits(mask_logits, boxes, (h, w)) if k <= chunk else None
+    if pasted is not None:
+        binary = (pasted > 0).reshape(k, -1)
+    else:
+        binary = torch.cat([
+            (paste_mask_logits(mask_logits[s:s + chunk], boxes[s:s + chunk], (h, w)) > 0)
+            .reshape(-1, h * w) for s in range(0, k, chunk)
+        ])
+    keep, _ = greedy_overlap_filter(binary, scores >= score_threshold, overlap_threshold)
+    del binary
     rows, cols = box_interior(boxes, (h, w))
-    ml_a = pasted.mul_(MASK_LOGIT_SCALE)
-    ml_b = semantic_logits[labels] * (rows[:, :, None] & cols[:, None, :])
-    fused = (torch.sigmoid(ml_a) + torch.sigmoid(ml_b)) * (ml_a + ml_b)
-    fused = fused.masked_fill_(~keep[:, None, None], float("-inf"))
-    best = fused.argmax(0)
-    best_value = fused.gather(0, best[None])[0]
     if num_stuff:
-        stuff_best = semantic_logits[:num_stuff].amax(0)
+        best_value = semantic_logits[:num_stuff].amax(0)
     else:  # no stuff channels: a zero channel stands in, so FL <= 0 stays unclaimed
-        stuff_best = torch.zeros_like(best_value)
-    return torch.where(best_value > stuff_best, best, owner)
+        best_value = semantic_logits.new_zeros((h, w))
+    # Running argmax over chunks of detections; a later chunk must be strictly better, so the
+    # result equals one argmax over [stuff; FL_0 .. FL_K-1] with ties to the lower channel.
+    for s in range(0, k, chunk):
+        e = min(k, s + chunk)
+        if pasted is None:
+            part = paste_mask_logits(mask_logits[s:e], boxes[s:e], (h, w))
+        else:
+            part = pasted
+        ml_a = part.mul_(MASK_LOGIT_SCALE)
+        ml_b = semantic_logits[labels[s:e]].mul_(rows[s:e, :, None] & cols[s:e, None, :])
+        fused = torch.sigmoid(ml_a).add_(torch.sigmoid(ml_b)).mul_(ml_a.add_(ml_b))
+        fused.masked_fill_(~keep[s:e, None, None], float("-inf"))
+        value, index = fused.max(0)  # first index among ties; much faster than argmax(0)
+        better = value > best_value
+        best_value = torch.where(better, value, best_value)
+        owner = torch.where(better, index + s, owner)
+    return owner
 
 
 def _panoptic_fpn_owner(
@@ -353,7 +373,7 @@ def _assemble(
     k = scores.shape[0]
     s = num_stuff
     device = semantic_logits.device
-    semantic = semantic_logits.argmax(0)
+    semantic = semantic_logits.max(0).indices
     prob = torch.softmax(semantic_logits, 0).gather(0, semantic[None])[0]
     is_instance = owner < k
     stuff_pixel = ~is_instance & (semantic < s)
