@@ -11,6 +11,14 @@ from std_msgs.msg import Header
 from panoptic_ros.categories import coco_panoptic, synthetic
 from panoptic_ros.result import PanopticResult
 from panoptic_ros.ros.conversions import image_to_array
+from panoptic_ros.ros.diagnostics import (
+    ERROR,
+    OK,
+    WARN,
+    FrameStats,
+    assess,
+    diagnostic_status,
+)
 from panoptic_ros.ros.messages import (
     categories_msg,
     filter_categories,
@@ -121,3 +129,75 @@ def test_filter_categories_voids_the_rest():
     counts = round_trip(instance_counts_msg(kept, header(), LS))
     assert {c.category_id: c.count for c in counts.counts} == {1: 2, 2: 0, 3: 0, 4: 0}
     assert result.segments[0].id == 1001 and len(result.segments) == 5  # input untouched
+
+
+class Clock:
+    """A hand-advanced monotonic clock for FrameStats."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_frame_stats_windows_and_totals():
+    clock = Clock()
+    stats = FrameStats(window_s=2.0, clock=clock)
+    for _ in range(10):  # 10 Hz input for 1 s, every other frame processed
+        clock.t += 0.1
+        stats.received()
+    stats.dropped(5)
+    for ms in (100, 300):
+        stats.processed(inference_s=ms / 1e3, latency_s=ms / 1e3 + 0.05)
+    stats.overlay_computed()
+    snap = stats.snapshot()
+    assert snap.input_rate == pytest.approx(10.0)
+    assert snap.processed_rate == pytest.approx(2.0)
+    assert (snap.received_total, snap.processed_total, snap.dropped_total) == (10, 2, 5)
+    assert snap.inference_ms_mean == pytest.approx(200.0)
+    assert snap.latency_ms_max == pytest.approx(350.0)
+    assert snap.overlay_total == 1
+    clock.t += 5.0  # everything leaves the window, totals stay
+    later = stats.snapshot()
+    assert (later.received_window, later.processed_window, later.dropped_window) == (0, 0, 0)
+    assert later.input_rate == 0.0 and later.received_total == 10
+
+
+def test_assess_levels():
+    clock = Clock()
+    stats = FrameStats(window_s=5.0, clock=clock)
+    assert assess(stats.snapshot()) == (OK, "waiting for images")
+    for _ in range(30):  # 30 Hz input, 3 processed: not keeping up
+        clock.t += 1 / 30
+        stats.received()
+    stats.dropped(27)
+    for _ in range(3):
+        stats.processed(0.3, 0.35)
+    level, message = assess(stats.snapshot())
+    assert level == WARN and "not keeping up" in message
+    assert assess(stats.snapshot(), max_rate=3.0)[0] == OK  # the cap explains the drops
+    stats.bad_input("unsupported image encoding 'hsv8'")
+    level, message = assess(stats.snapshot(), max_rate=3.0)
+    assert level == WARN and "hsv8" in message
+    bad_only = FrameStats(window_s=5.0, clock=clock)
+    bad_only.received()
+    bad_only.bad_input("image has zero size (0x0)")
+    assert assess(bad_only.snapshot())[0] == ERROR
+    bad_only.error("RuntimeError: CUDA out of memory")
+    assert assess(bad_only.snapshot()) == (
+        ERROR, "processing failed 1x in 5 s: RuntimeError: CUDA out of memory")
+
+
+def test_diagnostic_status_message():
+    clock = Clock()
+    stats = FrameStats(clock=clock)
+    stats.received()
+    stats.processed(0.02, 0.03)
+    status = round_trip(diagnostic_status(
+        stats.snapshot(), name="/panoptic_segmentation: panoptic segmentation",
+        hardware_id="cpu", extra={"model": "efficientps b0", "device": "cpu"}))
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == OK and status.hardware_id == "cpu"
+    assert values["frames_processed"] == "1" and values["inference_ms_mean"] == "20.0"
+    assert values["model"] == "efficientps b0" and values["frames_dropped"] == "0"

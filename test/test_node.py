@@ -1,0 +1,684 @@
+"""The node on a real ROS 2 graph: a separate node process, rclpy + Fast DDS, loopback only.
+
+One node process serves the whole module (random-weights model, synthetic label set, tiny
+images); tests talk to it only through topics and its lifecycle and parameter services, and
+wait on events with timeouts. Tests that change the node's state (lifecycle, transport, model)
+come last and leave it active with the module's configuration.
+"""
+
+from __future__ import annotations
+
+import array
+import ast
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+import yaml
+from conftest import REPO, ros_env
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from panoptic_ros.msg import CategoryArray, InstanceCounts, PanopticSegmentation
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.srv import GetParameters, SetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from panoptic_ros.categories import synthetic
+from panoptic_ros.result import PanopticResult
+from panoptic_ros.ros.conversions import array_to_image, image_to_array
+
+pytestmark = pytest.mark.ros
+
+NODE = "/panoptic_segmentation"
+IMAGE_TOPIC = "/test_camera/image"
+H, W = 48, 64
+LS = synthetic()
+EVENT_TIMEOUT = 60.0  # generous: two busy cores shared with other test runs
+
+PARAMS = {
+    "weights": "",
+    "backend": "efficientps",
+    "variant": "narrow",
+    "label_set": "synthetic",
+    "device": "cpu",
+    "input_size": 64,
+    "autostart": True,
+}
+
+
+def write_params(path: Path, key: str = "panoptic_segmentation", **overrides) -> Path:
+    path.write_text(yaml.safe_dump({key: {"ros__parameters": {**PARAMS, **overrides}}}))
+    return path
+
+
+def start_node(params_file: Path, log: Path, *extra: str, exe: list[str] | None = None):
+    cmd = (exe or [sys.executable, "-m", "panoptic_ros.ros.node"]) + [
+        "--ros-args", "--params-file", str(params_file), "-r", f"image:={IMAGE_TOPIC}",
+        "-r", f"image/compressed:={IMAGE_TOPIC}/compressed", *extra]
+    env = ros_env(PYTHONPATH=os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    with open(log, "w") as out:
+        return subprocess.Popen(cmd, env=env, cwd=log.parent, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def stop_node(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+    return proc.returncode
+
+
+class Graph:
+    """The test's side of the graph: its own rclpy context, node and spinning thread."""
+
+    def __init__(self) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("panoptic_test_client", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.cond = threading.Condition()
+        self.inbox: dict[str, list] = {}
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+        self.image_pub = self.node.create_publisher(Image, IMAGE_TOPIC, 10)
+        self.compressed_pub = self.node.create_publisher(
+            CompressedImage, IMAGE_TOPIC + "/compressed", 10)
+        self.listen("panoptic", PanopticSegmentation, NODE + "/panoptic")
+        self.listen("counts", InstanceCounts, NODE + "/instance_counts")
+        self.listen("diagnostics", DiagnosticArray, "/diagnostics")
+        self._stamp = 0
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - context shut down at teardown
+            pass
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+    # -- topics ------------------------------------------------------------------------------
+    def listen(self, key: str, msg_type, topic: str, qos: QoSProfile | int = 10):
+        self.inbox.setdefault(key, [])
+
+        def store(msg) -> None:
+            with self.cond:
+                self.inbox[key].append((time.monotonic(), msg))
+                self.cond.notify_all()
+
+        return self.node.create_subscription(msg_type, topic, store, qos)
+
+    def wait_for(self, predicate: Callable[[], object], timeout: float = EVENT_TIMEOUT,
+                 what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+                self.cond.wait(min(left, 0.2))
+
+    def messages(self, key: str) -> list:
+        with self.cond:
+            return [m for _, m in self.inbox[key]]
+
+    def received(self, key: str, stamp) -> list:
+        with self.cond:
+            return [m for _, m in self.inbox[key] if m.header.stamp == stamp]
+
+    def next_stamp(self):
+        self._stamp += 1
+        msg = Image()
+        msg.header.stamp.sec = 1_000 + self._stamp
+        msg.header.stamp.nanosec = 123_000 + self._stamp
+        return msg.header.stamp
+
+    def send(self, msg, key: str = "panoptic", retries: int = 20, step: float = 3.0):
+        """Publish until the node's output with the message's stamp arrives (best effort)."""
+        pub = self.compressed_pub if isinstance(msg, CompressedImage) else self.image_pub
+        self.wait_for(lambda: pub.get_subscription_count() > 0, what="the node's subscription")
+        for _ in range(retries):
+            pub.publish(msg)
+            try:
+                return self.wait_for(lambda: self.received(key, msg.header.stamp), step,
+                                     what="output")[0]
+            except AssertionError:
+                continue
+        raise AssertionError(f"no {key} output for stamp {msg.header.stamp}")
+
+    def reports(self, since: float = 0.0) -> list[dict[str, str]]:
+        """The node's diagnostics received after ``since`` (monotonic), oldest first."""
+        out = []
+        with self.cond:
+            for t, arr in self.inbox["diagnostics"]:
+                for status in arr.status:
+                    if t >= since and status.name.startswith(NODE):
+                        values = {kv.key: kv.value for kv in status.values}
+                        values.update(_level=status.level, _message=status.message, _t=t)
+                        out.append(values)
+        return out
+
+    def diagnostics(self, predicate=lambda d: True, what="diagnostics") -> dict[str, str]:
+        """Wait until the latest diagnostics report satisfies ``predicate``; return it."""
+        def latest():
+            reports = self.reports()
+            return reports[-1] if reports and predicate(reports[-1]) else None
+
+        return self.wait_for(latest, what=what)
+
+    def idle(self, since: float, timeout: float = 120.0) -> dict[str, str]:
+        """Wait until the node has stopped by itself; its last report.
+
+        Two reports received after ``since`` agree on the frames received, and every frame
+        received is accounted for: processed, dropped or bad.
+        """
+        def check():
+            later = self.reports(since=since)
+            if len(later) < 2 or later[-1]["frames_received"] != later[-2]["frames_received"]:
+                return None
+            d = later[-1]
+            done = sum(int(d[k]) for k in ("frames_processed", "frames_dropped", "bad_inputs",
+                                          "processing_errors"))
+            return d if int(d["frames_received"]) == done else None
+
+        return self.wait_for(check, timeout=timeout, what="the node to go idle")
+
+    def stream(self, rgb: np.ndarray, n_frames: int, rate: float = 30.0):
+        """Publish ``n_frames`` at ``rate`` Hz (bounded load); stamp -> monotonic send time."""
+        self.wait_for(lambda: self.image_pub.get_subscription_count() > 0)
+        sent_at: dict[tuple[int, int], float] = {}
+        start = time.monotonic()
+        for k in range(n_frames):
+            msg = image_msg(self, rgb)
+            delay = start + k / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # pacing the publisher, not synchronisation
+            sent_at[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.monotonic()
+            self.image_pub.publish(msg)
+        return sent_at
+
+    def outputs(self, sent_at) -> list[tuple[float, tuple[int, int]]]:
+        """(arrival time, stamp) of the panoptic outputs of frames in ``sent_at``."""
+        with self.cond:
+            return [(t, (m.header.stamp.sec, m.header.stamp.nanosec))
+                    for t, m in self.inbox["panoptic"]
+                    if (m.header.stamp.sec, m.header.stamp.nanosec) in sent_at]
+
+    # -- services ----------------------------------------------------------------------------
+    def call(self, srv_type, name: str, request, timeout: float = EVENT_TIMEOUT):
+        client = self.node.create_client(srv_type, name)
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), f"service {name} missing"
+            done = threading.Event()
+            future = client.call_async(request)
+            future.add_done_callback(lambda _: done.set())
+            assert done.wait(timeout), f"service {name} did not answer"
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def state(self, node: str = NODE) -> str:
+        return self.call(GetState, node + "/get_state", GetState.Request()).current_state.label
+
+    def transition(self, transition_id: int) -> bool:
+        req = ChangeState.Request(transition=Transition(id=transition_id))
+        return self.call(ChangeState, NODE + "/change_state", req, timeout=180).success
+
+    def set_params(self, **values):
+        req = SetParameters.Request(
+            parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        return self.call(SetParameters, NODE + "/set_parameters", req).results
+
+    def get_params(self, *names: str) -> list:
+        res = self.call(GetParameters, NODE + "/get_parameters",
+                        GetParameters.Request(names=list(names)))
+        return [Parameter.from_parameter_msg(ParameterMsg(name=n, value=v)).value
+                for n, v in zip(names, res.values, strict=True)]
+
+
+# -- synthetic input -----------------------------------------------------------------------------
+def scene_rgb(h: int = H, w: int = W, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w, 3), np.uint8)
+    img[: h // 2] = (90, 140, 230)
+    img[h // 2 :] = (60, 120, 50)
+    img[h // 4 : h // 2 + 4, w // 5 : w // 3] = (220, 30, 40)
+    img[h // 2 : h - 6, w // 2 : w - 8] = (20, 20, 160)
+    return np.clip(img + rng.integers(0, 12, img.shape), 0, 255).astype(np.uint8)
+
+
+def encode_as(rgb: np.ndarray, encoding: str) -> np.ndarray:
+    """Raw pixels of ``rgb`` in ``encoding``'s layout (input for array_to_image)."""
+    if encoding in ("rgb8", "bgr8", "rgba8", "bgra8"):
+        order = {"rgb8": [0, 1, 2], "bgr8": [2, 1, 0], "rgba8": [0, 1, 2], "bgra8": [2, 1, 0]}
+        out = rgb[..., order[encoding]]
+        if encoding.endswith("a8"):
+            out = np.concatenate([out, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], 2)
+        return np.ascontiguousarray(out)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    if encoding == "mono8":
+        return grey
+    if encoding == "mono16":
+        return grey.astype(np.uint16) * 257
+    if encoding.startswith("bayer_"):
+        layout = {"rggb": [[0, 1], [1, 2]], "bggr": [[2, 1], [1, 0]],
+                  "gbrg": [[1, 2], [0, 1]], "grbg": [[1, 0], [2, 1]]}[encoding[6:10]]
+        channel = np.tile(np.array(layout), (rgb.shape[0] // 2, rgb.shape[1] // 2))
+        return np.take_along_axis(rgb, channel[..., None], axis=2)[..., 0]
+    # Packed 4:2:2, BT.601 studio range (what cameras send): YUYV pairs, UYVY swapped.
+    r, g, b = (rgb[..., k].astype(np.float64) for k in range(3))
+    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
+    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
+    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
+    yuyv = np.empty(rgb.shape[:2] + (2,), np.float64)
+    yuyv[..., 0] = y
+    yuyv[:, 0::2, 1] = (u[:, 0::2] + u[:, 1::2]) / 2
+    yuyv[:, 1::2, 1] = (v[:, 0::2] + v[:, 1::2]) / 2
+    yuyv = np.clip(np.rint(yuyv), 0, 255).astype(np.uint8)
+    if encoding in ("yuv422_yuy2", "yuyv"):
+        return yuyv
+    return np.ascontiguousarray(yuyv[..., ::-1])  # (C, Y) pairs: U Y0 V Y1
+
+
+def image_msg(graph: Graph, rgb: np.ndarray | None = None, encoding: str = "rgb8",
+              frame_id: str = "test_camera_optical") -> Image:
+    rgb = scene_rgb() if rgb is None else rgb
+    msg = array_to_image(encode_as(rgb, encoding), encoding)
+    msg.header.stamp = graph.next_stamp()
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def check_panoptic(out: PanopticSegmentation, sent: Image) -> np.ndarray:
+    assert out.header == sent.header and out.ids.header == sent.header
+    assert (out.ids.height, out.ids.width) == (sent.height, sent.width)
+    assert out.ids.encoding == "32SC1" and out.label_divisor == 1000
+    ids = image_to_array(out.ids)
+    assert ids.dtype == np.int32
+    again = PanopticResult.from_ids(ids, LS, out.label_divisor)
+    assert [s.id for s in out.segments] == [s.id for s in again.segments]
+    for info, seg in zip(out.segments, again.segments, strict=True):
+        assert (info.area, info.category_id, info.instance_id, info.is_thing) == (
+            seg.area, seg.category_id, seg.instance_id, seg.is_thing)
+        assert (info.bbox.x_offset, info.bbox.y_offset, info.bbox.width,
+                info.bbox.height) == seg.bbox
+        assert info.label == LS.by_id(info.category_id).name
+    return ids
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def graph():
+    g = Graph()
+    yield g
+    g.close()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory, graph):
+    tmp = tmp_path_factory.mktemp("panoptic_node")
+    params = write_params(tmp / "params.yaml", overlay_alpha=0.5)
+    log = tmp / "node.log"
+    proc = start_node(params, log, "-p", "overlay_alpha:=0.25")
+    try:
+        graph.wait_for(lambda: proc.poll() is not None or graph.state() == "active",
+                       timeout=180, what="the node to become active")
+        assert proc.poll() is None, log.read_text()
+        yield proc, log
+    finally:
+        code = stop_node(proc)
+        assert code == 0, log.read_text()[-4000:]
+
+
+# -- tests ---------------------------------------------------------------------------------------
+def test_frame_in_outputs_out_with_its_header(node, graph):
+    sent = image_msg(graph)
+    out = graph.send(sent)
+    ids = check_panoptic(out, sent)
+    counts = graph.wait_for(lambda: graph.received("counts", sent.header.stamp),
+                            what="instance counts")[0]
+    assert counts.header == sent.header
+    expected = {c.id: 0 for c in LS.things}
+    for info in out.segments:
+        if info.is_thing:
+            expected[info.category_id] += 1
+    assert {c.category_id: c.count for c in counts.counts} == expected
+    assert [c.label for c in counts.counts] == [c.name for c in LS.things]
+    assert set(np.unique(ids // 1000)) <= {0, *LS.ids.tolist()}
+
+
+def test_params_file_and_command_line_override(node, graph):
+    assert graph.get_params("label_set", "variant", "overlay_alpha", "weights") == [
+        "synthetic", "narrow", 0.25, ""]
+
+
+def test_categories_are_latched_for_a_late_subscriber(node, graph):
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    graph.listen("categories", CategoryArray, NODE + "/categories", qos)
+    msg = graph.wait_for(lambda: graph.messages("categories"), what="categories")[0]
+    assert msg.label_divisor == 1000
+    assert [(c.id, c.name, c.is_thing, tuple(int(v) for v in c.color)) for c in msg.categories] \
+        == [(c.id, c.name, c.is_thing, c.color) for c in LS]
+
+
+def test_overlay_semantic_instances_only_while_subscribed(node, graph):
+    # Nobody listens yet: frames are processed, no overlay is drawn.
+    for _ in range(2):
+        graph.send(image_msg(graph))
+    before = graph.diagnostics(lambda d: int(d["frames_processed"]) >= 2)
+    assert before["overlays_computed"] == "0"
+    assert graph.messages("panoptic")
+    # Subscribe: overlay, semantic and instances arrive with the frame's header and size.
+    graph.listen("overlay", Image, NODE + "/overlay")
+    graph.listen("semantic", Image, NODE + "/semantic")
+    graph.listen("instances", Image, NODE + "/instances")
+    sent = image_msg(graph)
+    for key in ("overlay", "semantic", "instances"):
+        graph.send(sent, key=key)
+    out = graph.received("panoptic", sent.header.stamp)[0]
+    ids = image_to_array(out.ids)
+    overlay = graph.received("overlay", sent.header.stamp)[0]
+    assert (overlay.encoding, overlay.height, overlay.width) == ("rgb8", H, W)
+    assert overlay.header == sent.header
+    semantic = graph.received("semantic", sent.header.stamp)[0]
+    assert semantic.encoding == "mono8" and semantic.header == sent.header
+    np.testing.assert_array_equal(image_to_array(semantic), ids // 1000)
+    instances = graph.received("instances", sent.header.stamp)[0]
+    assert instances.encoding == "mono16" and instances.header == sent.header
+    np.testing.assert_array_equal(image_to_array(instances), ids % 1000)
+    after = graph.diagnostics(lambda d: int(d["overlays_computed"]) >= 1)
+    assert int(after["overlays_computed"]) <= int(after["frames_processed"])
+
+
+@pytest.mark.parametrize("encoding", [
+    "rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "yuv422", "uyvy", "yuv422_yuy2",
+    "yuyv", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8"])
+def test_every_input_encoding_is_accepted(node, graph, encoding):
+    sent = image_msg(graph, encoding=encoding)
+    check_panoptic(graph.send(sent), sent)
+
+
+def bad_images(graph: Graph) -> list[tuple[str, Image]]:
+    cases = []
+    msg = image_msg(graph)
+    msg.encoding = "hsv8"
+    cases.append(("unsupported image encoding", msg))
+    msg = image_msg(graph)
+    msg.data = msg.data[: len(msg.data) // 2]
+    cases.append(("data has", msg))
+    msg = image_msg(graph)
+    msg.height, msg.width, msg.step, msg.data = 0, 0, 0, array.array("B")
+    cases.append(("zero size", msg))
+    msg = image_msg(graph)
+    msg.step = W  # rgb8 needs 3 * W
+    cases.append(("step", msg))
+    return cases
+
+
+def test_bad_inputs_are_survived_and_counted(node, graph):
+    for reason, bad in bad_images(graph):
+        before = int(graph.diagnostics()["bad_inputs"])
+        graph.wait_for(lambda: graph.image_pub.get_subscription_count() > 0)
+        graph.image_pub.publish(bad)
+        diag = graph.diagnostics(lambda d, n=before: int(d["bad_inputs"]) > n,
+                                 what=f"bad input counted ({reason})")
+        assert reason in diag["last_bad_input"]
+        good = image_msg(graph)
+        check_panoptic(graph.send(good), good)
+        assert not graph.received("panoptic", bad.header.stamp)
+
+
+def test_live_parameters_applied_and_invalid_refused(node, graph):
+    results = graph.set_params(score_threshold=0.3, stuff_area=100, max_rate=0.0,
+                               overlay_alpha=0.6)
+    assert all(r.successful for r in results)
+    assert graph.get_params("score_threshold", "overlay_alpha") == [0.3, 0.6]
+    # The Predictor's fusion settings follow (reported in the node's diagnostics).
+    graph.diagnostics(lambda d: d["fusion.score_threshold"] == "0.3"
+                      and d["fusion.stuff_area"] == "100", what="thresholds applied")
+    assert graph.set_params(score_threshold=-1.0, stuff_area=-1)[0].successful
+    graph.diagnostics(lambda d: d["fusion.score_threshold"] == "0.5"
+                      and d["fusion.stuff_area"] == "2048", what="the model's own thresholds")
+    # The category filter applies to the next frame: only sky and ground (or void) remain.
+    assert graph.set_params(category_filter="sky, ground")[0].successful
+    sent = image_msg(graph)
+    ids = check_panoptic(graph.send(sent), sent)
+    assert set(np.unique(ids // 1000)) <= {0, 11, 12}
+    counts = graph.wait_for(lambda: graph.received("counts", sent.header.stamp))[0]
+    assert all(c.count == 0 for c in counts.counts)
+    assert graph.set_params(category_filter="")[0].successful
+    # Invalid values are refused with a reason and change nothing.
+    for name, value, reason in [
+        ("score_threshold", 1.5, ""),
+        ("precision", "fp8", "one of"),
+        ("category_filter", "unicorn", "unicorn"),
+        ("qos_depth", 0, ""),
+        ("input_transport", "carrier pigeon", "one of"),
+    ]:
+        before = graph.get_params(name)
+        (res,) = graph.set_params(**{name: value})
+        assert not res.successful and reason in res.reason and res.reason
+        assert graph.get_params(name) == before
+
+
+def test_max_rate_caps_processing(node, graph):
+    assert graph.set_params(max_rate=2.0)[0].successful
+    try:
+        base = graph.idle(time.monotonic())
+        start = time.monotonic()
+        sent_at = graph.stream(scene_rgb(), 45)  # 1.5 s at 30 Hz
+        diag = graph.idle(time.monotonic())
+        outs = graph.outputs(sent_at)
+        # Processing starts are at least 1 / max_rate apart.
+        assert 2 <= len(outs) <= 2.0 * (outs[-1][0] - start) + 1
+        assert int(diag["frames_dropped"]) > int(base["frames_dropped"])
+    finally:
+        assert graph.set_params(max_rate=0.0)[0].successful
+
+
+def test_diagnostics_report_rates_latency_device_and_model(node, graph):
+    graph.send(image_msg(graph))
+    diag = graph.diagnostics(lambda d: int(d["frames_processed"]) > 0)
+    assert diag["device"] == "cpu" and "efficientps" in diag["model"]
+    assert diag["state"] == "active" and diag["input_topic"] == IMAGE_TOPIC
+    assert float(diag["inference_ms_max"]) > 0 and float(diag["latency_ms_max"]) > 0
+    assert int(diag["frames_received"]) >= int(diag["frames_processed"])
+
+
+def test_lifecycle_through_services(node, graph):
+    assert graph.state() == "active"
+    assert graph.transition(Transition.TRANSITION_DEACTIVATE)
+    assert graph.state() == "inactive"
+    graph.wait_for(lambda: graph.image_pub.get_subscription_count() == 0,
+                   what="the node to unsubscribe")
+    assert graph.transition(Transition.TRANSITION_CLEANUP)
+    assert graph.state() == "unconfigured"
+    # A model that cannot load fails configure with the reason logged; the node lives on.
+    assert graph.set_params(weights="/nonexistent/panoptic_weights.pt")[0].successful
+    assert not graph.transition(Transition.TRANSITION_CONFIGURE)
+    assert graph.state() == "unconfigured"
+    _, log = node
+    graph.wait_for(lambda: "panoptic_weights.pt" in log.read_text(), what="the logged reason")
+    assert "configure failed" in log.read_text()
+    assert graph.set_params(weights="")[0].successful
+    assert graph.transition(Transition.TRANSITION_CONFIGURE)
+    assert graph.state() == "inactive"
+    assert graph.transition(Transition.TRANSITION_ACTIVATE)
+    assert graph.state() == "active"
+    sent = image_msg(graph)
+    check_panoptic(graph.send(sent), sent)
+
+
+def test_compressed_input_and_corrupt_jpeg(node, graph):
+    assert graph.set_params(input_transport="compressed")[0].successful
+    assert graph.transition(Transition.TRANSITION_DEACTIVATE)
+    assert graph.transition(Transition.TRANSITION_ACTIVATE)
+    try:
+        bad = CompressedImage(format="jpeg")
+        bad.header.stamp = graph.next_stamp()
+        bad.data = array.array("B", b"\xff\xd8\xff\xe0 not really a jpeg")
+        activated = time.monotonic()  # counters restart at activation
+        graph.wait_for(lambda: graph.compressed_pub.get_subscription_count() > 0)
+        graph.compressed_pub.publish(bad)
+        graph.wait_for(lambda: [d for d in graph.reports(since=activated)
+                                if d["bad_inputs"] == "1"], what="the corrupt JPEG counted")
+        diag = graph.reports(since=activated)[-1]
+        assert "does not decode" in diag["last_bad_input"]
+        rgb = scene_rgb()
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        good = CompressedImage(format="jpeg")
+        good.header.stamp = graph.next_stamp()
+        good.header.frame_id = "compressed_cam"
+        good.data = array.array("B", jpeg.tobytes())
+        out = graph.send(good)
+        assert out.header == good.header and (out.ids.height, out.ids.width) == (H, W)
+        assert not graph.received("panoptic", bad.header.stamp)
+    finally:
+        assert graph.set_params(input_transport="raw")[0].successful
+        assert graph.transition(Transition.TRANSITION_DEACTIVATE)
+        assert graph.transition(Transition.TRANSITION_ACTIVATE)
+
+
+def test_slow_model_under_30hz_keeps_no_backlog(node, graph):
+    """Latest frame wins: outputs stay fresh, frames are dropped, work stops with the input."""
+    assert graph.set_params(variant="b0", input_size=160)[0].successful
+    assert graph.transition(Transition.TRANSITION_DEACTIVATE)
+    assert graph.transition(Transition.TRANSITION_CLEANUP)
+    assert graph.transition(Transition.TRANSITION_CONFIGURE)
+    assert graph.transition(Transition.TRANSITION_ACTIVATE)
+    try:
+        graph.send(image_msg(graph, scene_rgb(240, 320)), step=30.0)  # warm up
+        base = graph.idle(time.monotonic())
+        rgb = scene_rgb(240, 320)
+        n_frames = 90
+        start = time.monotonic()
+        sent_at = graph.stream(rgb, n_frames)
+        diag = graph.idle(time.monotonic())
+        assert int(diag["frames_received"]) - int(base["frames_received"]) >= n_frames // 2
+        during = graph.reports(since=start)
+        assert any("not keeping up" in d["_message"] and d["_level"] == b"\x01"
+                   for d in during), [d["_message"] for d in during]
+        processed = int(diag["frames_processed"]) - int(base["frames_processed"])
+        dropped = int(diag["frames_dropped"]) - int(base["frames_dropped"])
+        assert dropped > 0 and processed < n_frames
+        outs = graph.outputs(sent_at)
+        assert len(outs) == processed
+        stamps = [stamp for _, stamp in outs]
+        assert stamps == sorted(stamps)  # never an older frame after a newer one
+        ages = [t - sent_at[stamp] for t, stamp in outs]
+        # The newest frame waits at most for the frame in progress, then for its own run.
+        inference_s = max(float(d["inference_ms_max"]) for d in graph.reports(since=start)) / 1e3
+        bound = 3 * inference_s + 2.0
+        assert max(ages) <= bound, (ages, bound)
+    finally:
+        assert graph.set_params(variant="narrow", input_size=64)[0].successful
+        assert graph.transition(Transition.TRANSITION_DEACTIVATE)
+        assert graph.transition(Transition.TRANSITION_CLEANUP)
+        assert graph.transition(Transition.TRANSITION_CONFIGURE)
+        assert graph.transition(Transition.TRANSITION_ACTIVATE)
+
+
+def test_console_script_starts_and_stops(graph, tmp_path):
+    """The installed entry point runs the same node (autostart off: no model needed)."""
+    exe = Path(sys.prefix) / "bin" / "panoptic_node"
+    if not exe.exists():
+        pytest.skip(f"console script not installed in {sys.prefix}")
+    params = write_params(tmp_path / "params.yaml", key="/**", autostart=False)
+    log = tmp_path / "script.log"
+    name = "/panoptic_script_check"
+    proc = start_node(params, log, "-r", f"__node:={name[1:]}", exe=[str(exe)])
+    try:
+        assert graph.state(name) == "unconfigured"
+    finally:
+        assert stop_node(proc) == 0, log.read_text()
+
+
+# -- launch file and installed files ---------------------------------------------------------
+LAUNCH = REPO / "launch" / "panoptic.launch.py"
+
+
+def test_launch_file_with_launch_ros():
+    if importlib.util.find_spec("launch_ros") is None:
+        pytest.skip("launch_ros is not importable here")
+    spec = importlib.util.spec_from_file_location("panoptic_launch", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from launch_ros.actions import LifecycleNode
+
+    description = module.generate_launch_description()
+    nodes = [e for e in description.entities if isinstance(e, LifecycleNode)]
+    assert len(nodes) == 1
+    assert nodes[0].node_package == "panoptic_ros"
+    assert nodes[0].node_executable == "panoptic_node"
+
+
+def launch_references() -> dict[str, set[str]]:
+    """String constants the launch file uses, read from its syntax tree."""
+    tree = ast.parse(LAUNCH.read_text())
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
+               and isinstance(n.value, str)}
+    return {"strings": strings}
+
+
+def test_launch_file_references_exist_in_source_and_install():
+    strings = launch_references()["strings"]
+    assert {"panoptic_ros", "panoptic_node", "panoptic.yaml", "panoptic.rviz", "config",
+            "rviz"} <= strings
+    assert (REPO / "scripts" / "panoptic_node").is_file()
+    assert (REPO / "config" / "panoptic.yaml").is_file()
+    assert (REPO / "rviz" / "panoptic.rviz").is_file()
+    prefix = Path(sys.prefix)
+    exe = prefix / "lib" / "panoptic_ros" / "panoptic_node"
+    if not exe.exists():
+        pytest.skip(f"panoptic_ros is not installed into {prefix}")
+    assert os.access(exe, os.X_OK)
+    share = prefix / "share" / "panoptic_ros"
+    missing = [p for p in ("config/panoptic.yaml", "launch/panoptic.launch.py",
+                           "rviz/panoptic.rviz") if not (share / p).is_file()]
+    if missing:
+        pytest.skip(f"installed package predates these files {missing}; run `make dev`")
+    assert yaml.safe_load((share / "config" / "panoptic.yaml").read_text())
+
+
+def test_config_file_declares_only_known_parameters():
+    from panoptic_ros.ros.node import SPECS
+
+    data = yaml.safe_load((REPO / "config" / "panoptic.yaml").read_text())
+    (params,) = [v["ros__parameters"] for v in data.values()]
+    assert set(params) == set(SPECS)
+    for name, value in params.items():
+        assert type(value) is type(SPECS[name].default), name
+        assert SPECS[name].check(value) is None
+
+
+def test_rviz_config_shows_the_overlay():
+    config = yaml.safe_load((REPO / "rviz" / "panoptic.rviz").read_text())
+    displays = config["Visualization Manager"]["Displays"]
+    images = [d for d in displays if d["Class"] == "rviz_default_plugins/Image" and d["Enabled"]]
+    assert [d["Topic"]["Value"] for d in images] == [NODE + "/overlay"]
