@@ -164,17 +164,80 @@ def test_no_kept_query_gives_void_at_target_size():
     assert out.num_segments == 0 and out.query_segment.tolist() == [0] * 5
 
 
-def test_area_on_plain_or_weighted_probabilities():
-    """A query with score 0.6 over a mask of probability ~0.73: its weighted probability
-    (0.44) never reaches 0.5, so transformers' rule drops it; the original rule keeps it."""
-    scores = torch.tensor([0.6])
-    labels = torch.tensor([0])
-    mask_logits = torch.full((1, 4, 4), 1.0)
-    weighted = panoptic_from_queries(scores, labels, mask_logits, num_classes=1, threshold=0.5)
-    plain = panoptic_from_queries(scores, labels, mask_logits, num_classes=1, threshold=0.5,
-                                  score_weighted_area=False)
-    assert weighted.num_segments == 0
-    assert plain.num_segments == 1 and plain.segment_map.eq(1).all()
+def original_mask2former_reference(scores, labels, mask_logits, num_classes, fuse, size,
+                                   threshold=0.8, mask_threshold=0.5, overlap_threshold=0.8):
+    """The original Mask2Former panoptic inference, a plain loop over queries (the spec)."""
+    keep = labels.ne(num_classes) & (scores > threshold)
+    s, lab = scores[keep], labels[keep]
+    masks = torch.nn.functional.interpolate(mask_logits[keep][None], size=size,
+                                            mode="bilinear", align_corners=False)[0].sigmoid()
+    seg = torch.zeros(size, dtype=torch.int64)
+    labels_out = []
+    if len(lab) == 0:
+        return seg, labels_out
+    winner = (s.view(-1, 1, 1) * masks).argmax(0)
+    current, memory = 0, {}
+    for k in range(len(lab)):
+        won = winner == k
+        area, original = int(won.sum()), int((masks[k] >= mask_threshold).sum())
+        mask = won & (masks[k] >= mask_threshold)
+        if area > 0 and original > 0 and int(mask.sum()) > 0:
+            if area / original < overlap_threshold:
+                continue
+            c = int(lab[k])
+            if fuse[c]:
+                if c in memory:
+                    seg[mask] = memory[c]
+                    continue
+                memory[c] = current + 1
+            current += 1
+            seg[mask] = current
+            labels_out.append(c)
+    return seg, labels_out
+
+
+def test_original_mask2former_rules_match_a_loop_reference():
+    compared = differs_from_transformers = 0
+    for seed in range(4):
+        class_logits, mask_logits = blob_outputs(seed, batch=1)
+        scores, labels = query_scores(class_logits[0])
+        for kw in [{}, {"threshold": 0.3, "mask_threshold": 0.4, "overlap_threshold": 0.5}]:
+            fuse = fuse_mask(6, {0, 2, 3})
+            expected, expected_labels = original_mask2former_reference(
+                scores, labels, mask_logits[0], 6, fuse, (37, 53), **kw)
+            ours = panoptic_from_queries(scores, labels, mask_logits[0], num_classes=6,
+                                         fuse=fuse, target_size=(37, 53), rules="mask2former",
+                                         resize_logits=True, max_chunk_elements=3 * 37 * 53,
+                                         **kw)
+            assert torch.equal(ours.segment_map, expected)
+            assert ours.labels.tolist() == expected_labels
+            compared += len(expected_labels)
+            hf = panoptic_from_queries(scores, labels, mask_logits[0], num_classes=6, fuse=fuse,
+                                       target_size=(37, 53), resize_logits=True, **kw)
+            differs_from_transformers += not torch.equal(hf.segment_map, ours.segment_map)
+    assert compared > 10 and differs_from_transformers > 0
+
+
+def test_rule_sets_differ_where_documented():
+    scores = torch.tensor([0.6, 0.95])
+    labels = torch.tensor([0, 1])
+    # Query 0: probability 0.73 everywhere, weighted 0.44 (never >= 0.5); query 1: ~0.
+    mask_logits = torch.stack([torch.full((4, 4), 1.0), torch.full((4, 4), -9.0)])
+    run = lambda rules, **kw: panoptic_from_queries(  # noqa: E731
+        scores, labels, mask_logits, num_classes=2, threshold=0.5, rules=rules, **kw)
+    # transformers measures the binary area on weighted probabilities: query 0 has none.
+    assert run("transformers").num_segments == 0
+    assert run("mask2former").segment_map.eq(1).all()
+    # Query 1 now wins columns 2 and 3 (weighted 0.59 and 0.45 > 0.44), but its own
+    # probability on column 3 is 0.475 < 0.5: the original voids that column.
+    mask_logits[1, :, 2] = 0.5
+    mask_logits[1, :, 3] = -0.1
+    assert run("transformers", overlap_threshold=0.4).segment_map[0].tolist() == [0, 0, 1, 1]
+    assert run("mask2former", overlap_threshold=0.4).segment_map[0].tolist() == [1, 1, 2, 0]
+    # Ratio exactly at the threshold: won 8 of 16 binary pixels for query 0 -> 0.5.
+    assert run("mask2former", overlap_threshold=0.5).segment_map[0].tolist() == [1, 1, 2, 0]
+    with pytest.raises(ValueError, match="rules must be one of"):
+        run("detectron")
 
 
 def test_postprocess_rejects_bad_shapes():
@@ -306,7 +369,7 @@ def test_backend_on_random_image_returns_our_categories():
     segs = panoptic_from_queries(
         scores, labels, mask_logits[0], num_classes=len(COCO_SUBSET), threshold=0.0,
         mask_threshold=0.0, overlap_threshold=0.0, fuse=backend._fuse, target_size=(64, 96),
-        logit_size=(64, 96), crop=(64, 96),
+        logit_size=(64, 96), crop=(64, 96), rules="mask2former", resize_logits=True,
     )
     seg_map, ids = segs.segment_map.numpy(), results[1].ids
     pairs = set(zip(seg_map.ravel().tolist(), ids.ravel().tolist()))

@@ -31,6 +31,7 @@ from panoptic_ros.errors import ModelLoadError
 from panoptic_ros.models.hf_labels import LabelMapping, map_labels
 from panoptic_ros.models.mask2former_postprocess import (
     DEFAULT_MAX_CHUNK_ELEMENTS,
+    RULES,
     QuerySegments,
     panoptic_from_queries,
     query_scores,
@@ -67,14 +68,15 @@ class MaskInferenceParams:
         mask_threshold: binarisation threshold of the score-weighted mask probabilities.
         overlap_threshold: drop a query keeping no more than this fraction of its binary mask
             after the per-pixel assignment.
-        score_weighted_area: measure binary mask areas on score-weighted probabilities, as
-            ``transformers`` does (False: on plain probabilities, as the original Mask2Former).
+        rules: ``mask2former`` (the original implementation, as published results were made)
+            or ``transformers`` (Hugging Face's post-processing rules); see
+            :mod:`panoptic_ros.models.mask2former_postprocess`.
     """
 
     score_threshold: float = 0.8
     mask_threshold: float = 0.5
     overlap_threshold: float = 0.8
-    score_weighted_area: bool = True
+    rules: str = "mask2former"
 
     def __post_init__(self) -> None:
         for name in ("score_threshold", "mask_threshold", "overlap_threshold"):
@@ -83,10 +85,8 @@ class MaskInferenceParams:
                 raise TypeError(f"{name} must be a number in [0, 1], got {value!r}")
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
-        if not isinstance(self.score_weighted_area, bool):
-            raise TypeError(
-                f"score_weighted_area must be a bool, got {self.score_weighted_area!r}"
-            )
+        if self.rules not in RULES:
+            raise ValueError(f"rules must be one of {RULES}, got {self.rules!r}")
 
 
 @dataclass(frozen=True)
@@ -374,10 +374,11 @@ class Mask2FormerBackend(nn.Module):
     ) -> list[PanopticResult]:
         """Panoptic inference on raw outputs of :meth:`forward`.
 
-        Mask logits are resized to the padded input size, cropped to the valid region, turned
-        into probabilities and resized to the output size (all bilinear), then the Mask2Former
-        rules of :func:`~panoptic_ros.models.mask2former_postprocess.panoptic_from_queries`
-        apply with stuff classes fused.
+        Mask logits are resized to the padded input size, cropped to the valid region and
+        resized to the output size (all bilinear, align_corners=False), as the original
+        Mask2Former does (``rules="transformers"``: the sigmoid comes before the last resize),
+        then the rules of :func:`~panoptic_ros.models.mask2former_postprocess.
+        panoptic_from_queries` apply with stuff classes fused.
         """
         class_logits = class_logits.float()
         mask_logits = mask_logits.float()
@@ -395,7 +396,8 @@ class Mask2FormerBackend(nn.Module):
                 target_size=tuple(output_sizes[i]),
                 logit_size=tuple(input_size),
                 crop=tuple(image_sizes[i]),
-                score_weighted_area=p.score_weighted_area,
+                rules=p.rules,
+                resize_logits=p.rules == "mask2former",
                 max_chunk_elements=self.max_chunk_elements,
             )
             results.append(self.to_result(segments))

@@ -1,39 +1,53 @@
 """Panoptic inference for mask-classification models (Mask2Former, MaskFormer, OneFormer, DETR).
 
 These models predict ``Q`` queries, each a class distribution over ``C`` classes plus "no object"
-and a mask logit map. Panoptic inference (the Mask2Former rules of shared/REFERENCES.md, with the
-exact semantics of Hugging Face ``transformers``' ``post_process_panoptic_segmentation``):
+and a mask logit map. Panoptic inference (the Mask2Former rules of shared/REFERENCES.md):
 
 1. ``score, label = softmax(class_logits).max(-1)``; keep the queries whose label is not
    "no object" and whose score is ``> threshold``.
-2. Mask probabilities ``sigmoid(mask_logit)`` of the kept queries, resized (bilinear,
-   ``align_corners=False``) to the target size, then multiplied by the query's score.
+2. Mask probabilities ``sigmoid(mask_logit)`` of the kept queries at the target size, weighted
+   by the query's score.
 3. Every pixel goes to the query with the highest weighted probability (the first on ties).
-4. A query is dropped unless it wins a pixel and ``won area / area(weighted prob >=
-   mask_threshold) > overlap_threshold``; its won pixels then become void.
+4. A query is dropped unless it wins a pixel and ``won area / binary mask area`` passes
+   ``overlap_threshold``; its won pixels then become void.
 5. Surviving queries of a *fused* class (stuff) merge into one segment; every other surviving
    query is a segment of its own. Segments are numbered 1.. in query order; 0 is void.
+
+Two rule sets differ in the details (``rules``):
+
+* ``"transformers"``: exactly Hugging Face ``transformers``' ``post_process_panoptic_segmentation``
+  (the same segmentation for the same outputs and thresholds; see :func:`post_process_panoptic`):
+  probabilities are resized (not logits), the binary mask area is measured on the
+  *score-weighted* probabilities (``>= mask_threshold``), a query survives when the ratio is
+  ``> overlap_threshold`` and then takes every pixel it won.
+* ``"mask2former"``: the original Mask2Former implementation, which the published PQ figures
+  come from: logits are resized before the sigmoid, the binary area is measured on the plain
+  probabilities, a query survives when the ratio is ``>= overlap_threshold`` and keeps only the
+  won pixels where its own probability is ``>= mask_threshold`` (the others become void).
+  (REFERENCES.md's summary writes the ratio's numerator as "argmax pixels ∩ mask"; the
+  implementation divides the whole won area, as here.)
 
 Everything runs on the tensors' device as batched ops: one ``max`` over queries for the
 assignment, one ``bincount`` for the won areas, one threshold-count reduction for the mask
 areas and a gather for the map; no Python loop over queries. Queries are processed in chunks
-only to bound memory at large target sizes (``max_chunk_elements``); the result is the same.
+to bound memory at large target sizes and keep buffers cache-sized (``max_chunk_elements``);
+the result does not depend on the chunking.
 
 Where the result differs from ``transformers`` (by design):
 
 * ``transformers`` restarts its segment counter from a fused class's earlier id whenever that
   class recurs, so the next new segment *reuses* an id that is already taken (two different
-  segments, even of different classes, share an id). Here every segment gets its own id.
-  :func:`hf_segment_ids` reproduces the transformers numbering from :attr:`QuerySegments.
-  query_segment` for comparisons.
+  segments, even of different classes, share an id). Here every segment gets its own id, as in
+  the original Mask2Former. :func:`hf_segment_ids` reproduces the transformers numbering from
+  :attr:`QuerySegments.query_segment` for comparisons.
 * An image with no kept query gives an all-void map of zeros (transformers: ``-1`` floats).
 * A fused segment's score is the mean score of its queries (transformers lists one entry per
   query).
 
-Flavours differ only in how mask logits become probabilities at the target size (see
-:data:`FLAVOURS`): Mask2Former's processor first resizes the logits of the whole padded canvas to
-384 x 384, MaskFormer and DETR resize probabilities directly, OneFormer resizes them with
-antialiasing (torchvision's default).
+Flavours of the transformers rules differ only in how mask logits become probabilities at the
+target size (see :data:`FLAVOURS`): Mask2Former's processor first resizes the logits of the
+whole padded canvas to 384 x 384, MaskFormer and DETR resize probabilities directly, OneFormer
+resizes them with antialiasing (torchvision's default).
 """
 
 from __future__ import annotations
@@ -54,6 +68,9 @@ FLAVOURS: dict[str, dict] = {
     "oneformer": {"logit_size": None, "antialias": True},
 }
 """Resizing rules of the Hugging Face image processors, by model type."""
+
+RULES = ("transformers", "mask2former")
+"""Segment rules: transformers' post-processing, or the original Mask2Former implementation."""
 
 DEFAULT_MAX_CHUNK_ELEMENTS: int | None = None
 """Bound on ``queries x pixels`` processed at once; None picks per device: 4 Mi floats (16 MiB)
@@ -164,7 +181,8 @@ def panoptic_from_queries(
     logit_size: Sequence[int] | None = None,
     crop: Sequence[int] | None = None,
     antialias: bool = False,
-    score_weighted_area: bool = True,
+    rules: str = "transformers",
+    resize_logits: bool = False,
     max_chunk_elements: int | None = DEFAULT_MAX_CHUNK_ELEMENTS,
 ) -> QuerySegments:
     """Panoptic segments of one image from its query scores, labels and mask logits.
@@ -175,8 +193,9 @@ def panoptic_from_queries(
         mask_logits: Tensor[Q, h, w] float, mask logits (any resolution).
         num_classes: ``C``, number of classes without "no object".
         threshold: keep queries with ``score > threshold``.
-        mask_threshold: binarisation threshold of the (score-weighted) mask probabilities.
-        overlap_threshold: keep a query if its won area over its binary mask area is larger.
+        mask_threshold: binarisation threshold of the mask probabilities (see ``rules``).
+        overlap_threshold: keep a query if its won area over its binary mask area is larger
+            (``rules="mask2former"``: at least as large).
         fuse: bool Tensor[C + 1] (see :func:`fuse_mask`), classes merged into one segment.
         target_size: ``(H, W)`` of the output map; None keeps the probability map's size.
         logit_size: resize the logits to ``(h', w')`` before the sigmoid (Mask2Former's
@@ -184,8 +203,12 @@ def panoptic_from_queries(
         crop: keep the top-left ``(h'', w'')`` of the (resized) logits: the valid image region
             of a padded input.
         antialias: resize probabilities with antialiasing (OneFormer's processor).
-        score_weighted_area: measure the binary mask area on score-weighted probabilities
-            (transformers) rather than on the plain probabilities (the original Mask2Former).
+        rules: one of :data:`RULES`: ``"transformers"`` (binary areas of score-weighted
+            probabilities, every won pixel assigned) or ``"mask2former"`` (the original
+            implementation: plain probabilities, a query keeps only the won pixels where its
+            own probability reaches ``mask_threshold``, the rest become void).
+        resize_logits: resize to ``target_size`` before the sigmoid (the original
+            Mask2Former), not after.
         max_chunk_elements: process at most this many ``query x pixel`` values at once (None:
             per device, see :func:`chunk_elements`); the result does not depend on it.
 
@@ -228,9 +251,13 @@ def panoptic_from_queries(
     kept_scores = scores[kept]
     kept_labels = labels[kept]
 
+    if rules not in RULES:
+        raise ValueError(f"rules must be one of {RULES}, got {rules!r}")
+    original = rules == "mask2former"
+
     # Assignment (running max over query chunks: strict '>' keeps the first query on ties,
     # as argmax does) and per-query binary-mask areas. Large buffers are updated in place.
-    best_value = best_query = None
+    best_value = best_query = best_ok = None
     mask_area = torch.zeros(num_kept, dtype=torch.int64, device=device)
     per_query = max(height * width, prob_size[0] * prob_size[1],
                     (logit_size[0] * logit_size[1]) if logit_size is not None else 0)
@@ -242,25 +269,42 @@ def panoptic_from_queries(
             logits = _resize(logits, tuple(logit_size), antialias=False)
         if crop is not None:
             logits = logits[:, : prob_size[0], : prob_size[1]]
-        probs = _resize(logits.sigmoid_(), out_size, antialias)
-        if not score_weighted_area:
+        if resize_logits:
+            probs = _resize(logits, out_size, antialias).sigmoid_()
+        else:
+            probs = _resize(logits.sigmoid_(), out_size, antialias)
+        chunk_scores = kept_scores[start:stop].view(-1, 1, 1)
+        if original:
             mask_area[start:stop] = _count_at_least(probs, mask_threshold)
-        weighted = probs.mul_(kept_scores[start:stop].view(-1, 1, 1))
-        if score_weighted_area:
+            weighted = probs * chunk_scores
+        else:
+            weighted = probs.mul_(chunk_scores)
             mask_area[start:stop] = _count_at_least(weighted, mask_threshold)
         value, index = weighted.max(0)
+        # Original rule: the winner keeps the pixel only where its own probability is high.
+        ok = probs.gather(0, index[None])[0] >= mask_threshold if original else None
         if best_value is None:
-            best_value, best_query = value, index
+            best_value, best_query, best_ok = value, index, ok
         else:
             better = value > best_value
             best_value = torch.where(better, value, best_value)
             best_query = torch.where(better, index + start, best_query)
+            if original:
+                best_ok = torch.where(better, ok, best_ok)
         del logits, probs, weighted
 
     won_area = torch.bincount(best_query.reshape(-1), minlength=num_kept)
-    # Ratio in float32 as torch divides integer counts, compared in float64 like a Python float.
-    ratio = torch.true_divide(won_area, mask_area.clamp(min=1)).double()
-    valid = (won_area > 0) & (mask_area > 0) & (ratio > overlap_threshold)
+    if original:
+        # Python's division of the two counts (float64), kept when >= the threshold; the
+        # query must also keep some pixel.
+        kept_pixels = torch.where(best_ok, best_query, num_kept).reshape(-1)
+        assigned = torch.bincount(kept_pixels, minlength=num_kept + 1)[:num_kept]
+        ratio = won_area.double() / mask_area.clamp(min=1).double()
+        valid = (won_area > 0) & (mask_area > 0) & (assigned > 0) & (ratio >= overlap_threshold)
+    else:
+        # transformers divides integer tensors (float32) and compares the Python float.
+        ratio = torch.true_divide(won_area, mask_area.clamp(min=1)).double()
+        valid = (won_area > 0) & (mask_area > 0) & (ratio > overlap_threshold)
 
     # Segment numbers: a surviving query opens a new segment unless an earlier surviving
     # query of the same fused class did; then it joins that one.
@@ -281,6 +325,8 @@ def panoptic_from_queries(
     seg_scores = (score_sum / count.clamp(min=1))[1:]
 
     segment_map = seg_of_kept[best_query]
+    if original:
+        segment_map = torch.where(best_ok, segment_map, 0)
     return QuerySegments(segment_map, seg_labels, seg_scores, query_segment)
 
 
