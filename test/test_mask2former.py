@@ -60,7 +60,18 @@ SETTINGS = [
 ]
 
 
-def hf_processor(flavour: str):
+def oneformer_image_processor(directory, id2label: dict[int, str]):
+    """OneFormer's image processor; transformers 4 insists on a class info file (read from a
+    local 'repo' directory here, so nothing is downloaded)."""
+    import transformers
+
+    info = {str(k): {"name": v, "isthing": 1} for k, v in id2label.items()}
+    (directory / "class_info.json").write_text(json.dumps(info))
+    return transformers.OneFormerImageProcessor(repo_path=str(directory),
+                                                class_info_file="class_info.json")
+
+
+def hf_processor(flavour: str, tmp_path):
     """transformers' image processor of a model family (built without any download)."""
     transformers = pytest.importorskip("transformers")
     transformers.logging.set_verbosity_error()
@@ -70,14 +81,13 @@ def hf_processor(flavour: str):
         return transformers.MaskFormerImageProcessor()
     if flavour == "detr":
         return transformers.DetrImageProcessor()
-    # OneFormer's processor reads class metadata only when given a class_info_file.
-    return transformers.OneFormerImageProcessor()
+    return oneformer_image_processor(tmp_path, dict(enumerate("abcdef")))
 
 
 # -- (a) parity with transformers' post-processing ------------------------------------------
 @pytest.mark.parametrize("flavour", ["mask2former", "maskformer", "oneformer", "detr"])
-def test_postprocess_matches_transformers(flavour):
-    processor = hf_processor(flavour)
+def test_postprocess_matches_transformers(flavour, tmp_path):
+    processor = hf_processor(flavour, tmp_path)
     segments_seen = fused_merges = 0
     for seed in range(2):
         class_logits, mask_logits = blob_outputs(seed)
@@ -116,10 +126,10 @@ def test_postprocess_matches_transformers(flavour):
     assert segments_seen > 30 and fused_merges > 0  # the cases exercise real segments
 
 
-def test_transformers_reuses_ids_after_a_fused_class():
+def test_transformers_reuses_ids_after_a_fused_class(tmp_path):
     """Documented difference: transformers restarts its counter at a fused class's id, so the
     next new segment shares an id with an earlier, different one; ours stay distinct."""
-    processor = hf_processor("mask2former")
+    processor = hf_processor("mask2former", tmp_path)
     h, w = 8, 16
     # Four queries on four vertical bands: A (fused), B, A (fused), C.
     band = torch.arange(w)[None, :].expand(h, w) // 4
@@ -501,7 +511,7 @@ def test_detr_panoptic_through_the_same_backend(tmp_path):
         use_timm_backbone=False, backbone_config=backbone, d_model=64, encoder_layers=1,
         decoder_layers=1, encoder_attention_heads=8, decoder_attention_heads=8,
         encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=6, id2label=id2label,
-        label2id={v: k for k, v in id2label.items()},
+        label2id={v: k for k, v in id2label.items()}, use_pretrained_backbone=False,
     )
     torch.manual_seed(0)
     model = transformers.DetrForSegmentation(config)
@@ -556,7 +566,7 @@ def test_oneformer_through_the_same_backend(tmp_path):
     tokenizer = transformers.CLIPTokenizer(vocab_file=str(tmp_path / "vocab.json"),
                                            merges_file=str(tmp_path / "merges.txt"))
     transformers.OneFormerProcessor(
-        image_processor=transformers.OneFormerImageProcessor(), tokenizer=tokenizer,
+        image_processor=oneformer_image_processor(tmp_path, id2label), tokenizer=tokenizer,
         max_seq_length=8, task_seq_length=8,
     ).save_pretrained(tmp_path)
     backend = load_pretrained({"weights": str(tmp_path), **ACCEPT_ALL})

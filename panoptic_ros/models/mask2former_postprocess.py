@@ -64,10 +64,26 @@ FLAVOURS: dict[str, dict] = {
     # MaskFormerImageProcessor and DetrImageProcessor: sigmoid -> target size.
     "maskformer": {"logit_size": None, "antialias": False},
     "detr": {"logit_size": None, "antialias": False},
-    # OneFormerImageProcessor: sigmoid -> torchvision resize (antialias on).
+    # OneFormerImageProcessor: sigmoid -> torchvision resize (antialias on) since transformers
+    # 5; plain bilinear like MaskFormer before (see _oneformer_antialias).
     "oneformer": {"logit_size": None, "antialias": True},
 }
 """Resizing rules of the Hugging Face image processors, by model type."""
+
+
+def _oneformer_antialias() -> bool:
+    """Whether the installed transformers resizes OneFormer probabilities with antialiasing.
+
+    transformers 5 resizes them with torchvision (antialias on); 4.x with plain bilinear
+    interpolation. True when transformers is absent.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major = int(version("transformers").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return True
+    return major >= 5
 
 RULES = ("transformers", "mask2former")
 """Segment rules: transformers' post-processing, or the original Mask2Former implementation."""
@@ -370,7 +386,9 @@ def post_process_panoptic(
     num_classes = class_queries_logits.shape[-1] - 1
     fuse = fuse_mask(num_classes, label_ids_to_fuse, device=masks_queries_logits.device)
     scores, labels = query_scores(class_queries_logits)
-    spec = FLAVOURS[flavour]
+    spec = dict(FLAVOURS[flavour])
+    if flavour == "oneformer":
+        spec["antialias"] = _oneformer_antialias()
     return [
         panoptic_from_queries(
             scores[i], labels[i], masks_queries_logits[i],
