@@ -14,6 +14,7 @@ from panoptic_ros.models.fusion import (
     efficientps_fusion,
     fuse,
     greedy_overlap_filter,
+    greedy_overlap_filter_boxes,
     paste_mask_logits,
     resize_index_map,
     segment_stats_torch,
@@ -298,6 +299,13 @@ def test_greedy_overlap_filter_equals_sequential_loop(seed):
     assert torch.equal(keep, expected)
     first = torch.where(masks & keep[:, None], torch.arange(k)[:, None], k).amin(0)
     assert torch.equal(owner, first)
+    # The box-by-box variant, with boxes around the circles (pixel centres inside).
+    boxes = torch.cat([centres.flip(1) - radii[:, None] - 0.5,
+                       centres.flip(1) + radii[:, None] + 1.5], 1)
+    keep_b, owner_b = greedy_overlap_filter_boxes(masks.reshape(k, 24, 24), boxes, candidates,
+                                                  thr)
+    assert torch.equal(keep_b, expected)
+    assert torch.equal(owner_b, first.reshape(24, 24))
 
 
 def test_segment_stats_torch_matches_numpy():
@@ -333,9 +341,14 @@ def random_case(seed: int, h: int = 37, w: int = 51, k: int = 9):
     return sem, masks, boxes, scores, labels
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["box-loop", "batched"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("seed", range(8))
-def test_fusion_equals_reference_on_random_inputs(strategy, seed):
+def test_fusion_equals_reference_on_random_inputs(strategy, seed, batched, monkeypatch):
+    import panoptic_ros.models.fusion as fusion
+
+    if batched:  # the overlap filter used on GPUs, here on the CPU
+        monkeypatch.setattr(fusion, "BOX_LOOP_DEVICES", ())
     sem, masks, boxes, scores, labels = random_case(seed)
     h, w = sem.shape[1:]
     kw = dict(num_stuff=S, category_ids=CATS, label_divisor=DIV, score_threshold=0.5,

@@ -46,6 +46,9 @@ from panoptic_ros.result import PanopticResult, Segment
 MASK_LOGIT_SCALE = 4.0
 """EfficientPS scales pasted mask logits by 4 (``ML_A``) before fusing."""
 
+BOX_LOOP_DEVICES = ("cpu",)
+"""Device types on which the overlap filter walks the detections box by box."""
+
 CHUNK_ELEMENTS = 1 << 25
 """Detections are fused in chunks of at most this many ``K x H x W`` elements (memory bound)."""
 
@@ -184,6 +187,66 @@ def greedy_overlap_filter(
     return keep, owner.to(torch.int64)
 
 
+def greedy_overlap_filter_boxes(
+    masks: Tensor, boxes: Tensor, candidates: Tensor, overlap_threshold: float
+) -> tuple[Tensor, Tensor]:
+    """The same decisions as :func:`greedy_overlap_filter`, one mask at a time inside its box.
+
+    Every step touches only the pixels of one box, so the work is the sum of the box areas
+    instead of ``K x H x W`` per round: the cheaper choice on a CPU, where kernel launches cost
+    little. One host sync reads the boxes; the decisions stay on the device.
+
+    Args:
+        masks: Tensor[K, H, W] bool in priority order, empty outside each mask's box.
+        boxes: Tensor[K, 4] float ``(x0, y0, x1, y1)``; pixels whose centres lie outside are
+            ``False`` in ``masks``.
+        candidates: Tensor[K] bool, masks allowed to be kept at all.
+        overlap_threshold: largest claimed fraction that still keeps a mask.
+
+    Returns:
+        ``keep`` Tensor[K] bool and ``owner`` Tensor[H, W] int64 (``K`` where no kept mask).
+    """
+    k, h, w = masks.shape
+    device = masks.device
+    owner = torch.full((h, w), k, dtype=torch.int64, device=device)
+    if k == 0:
+        return torch.zeros(0, dtype=torch.bool, device=device), owner
+    # Pixel ranges of the box centres, widened by a pixel (the masks are empty there anyway).
+    lo = torch.floor(boxes[:, :2] - 0.5).long() - 1
+    hi = torch.ceil(boxes[:, 2:] - 0.5).long() + 1
+    limits = torch.tensor([w, h], device=device)
+    spans = torch.cat([lo.clamp(min=0), torch.minimum(hi, limits)], 1).tolist()
+    area_f = masks.reshape(k, -1).sum(1).to(torch.float64)
+    eligible = candidates & (area_f > 0)
+    claimed = torch.zeros((h, w), dtype=torch.bool, device=device)
+    keep = []
+    for i, (x0, y0, x1, y1) in enumerate(spans):
+        mask = masks[i, y0:y1, x0:x1]
+        taken = claimed[y0:y1, x0:x1]
+        overlap = (mask & taken).sum().to(torch.float64) / area_f[i].clamp(min=1)
+        ok = eligible[i] & (overlap <= overlap_threshold)
+        keep.append(ok)
+        new = mask & ok
+        region = owner[y0:y1, x0:x1]
+        region.masked_fill_(new & ~taken, i)
+        taken |= new
+    return torch.stack(keep), owner
+
+
+def overlap_filter(
+    masks: Tensor, boxes: Tensor, candidates: Tensor, overlap_threshold: float
+) -> tuple[Tensor, Tensor]:
+    """:func:`greedy_overlap_filter_boxes` on the CPU, :func:`greedy_overlap_filter` elsewhere.
+
+    Args and returns as :func:`greedy_overlap_filter_boxes`.
+    """
+    if masks.device.type in BOX_LOOP_DEVICES:
+        return greedy_overlap_filter_boxes(masks, boxes, candidates, overlap_threshold)
+    k, h, w = masks.shape
+    keep, owner = greedy_overlap_filter(masks.reshape(k, -1), candidates, overlap_threshold)
+    return keep, owner.reshape(h, w)
+
+
 # -- fusion --------------------------------------------------------------------------------
 def _check_inputs(
     semantic_logits: Tensor,
@@ -303,13 +366,13 @@ def _efficientps_owner(
     chunk = max(1, CHUNK_ELEMENTS // (h * w))
     pasted = paste_mask_logits(mask_logits, boxes, (h, w)) if k <= chunk else None
     if pasted is not None:
-        binary = (pasted > 0).reshape(k, -1)
+        binary = pasted > 0
     else:
         binary = torch.cat([
-            (paste_mask_logits(mask_logits[s:s + chunk], boxes[s:s + chunk], (h, w)) > 0)
-            .reshape(-1, h * w) for s in range(0, k, chunk)
+            paste_mask_logits(mask_logits[s:s + chunk], boxes[s:s + chunk], (h, w)) > 0
+            for s in range(0, k, chunk)
         ])
-    keep, _ = greedy_overlap_filter(binary, scores >= score_threshold, overlap_threshold)
+    keep, _ = overlap_filter(binary, boxes, scores >= score_threshold, overlap_threshold)
     del binary
     rows, cols = box_interior(boxes, (h, w))
     if num_stuff:
@@ -350,9 +413,9 @@ def _panoptic_fpn_owner(
     k = boxes.shape[0]
     if k == 0:
         return torch.full((h, w), k, dtype=torch.int64, device=semantic_logits.device)
-    binary = (paste_mask_logits(mask_logits, boxes, (h, w)) > 0).reshape(k, -1)
-    _, first = greedy_overlap_filter(binary, scores >= score_threshold, overlap_threshold)
-    return first.reshape(h, w)
+    binary = paste_mask_logits(mask_logits, boxes, (h, w)) > 0
+    _, owner = overlap_filter(binary, boxes, scores >= score_threshold, overlap_threshold)
+    return owner
 
 
 _OWNERS = {"efficientps": _efficientps_owner, "panoptic_fpn": _panoptic_fpn_owner}

@@ -37,7 +37,13 @@ BACKBONE_SCALING: dict[str, tuple[float, float]] = {
 }
 
 VARIANTS = (*BACKBONE_SCALING, "narrow")
-"""EfficientNet-B0..B7 backbones (B5 is the paper's) and ``narrow``, a small CPU model."""
+"""EfficientNet-B0..B7 backbones (B5 is the paper's) and ``narrow``, a small CPU model.
+
+``narrow`` is the full EfficientPS architecture scaled down: EfficientNet-B0 stages at width
+0.5 and depth 0.34 (one or two blocks per stage), FPN 48 channels, semantic head 32, box head
+256, mask head 48, GroupNorm in the heads (small CPU batches), anchors 16..128 px and fewer
+proposals, for 256x320-class images on a CPU (about 1.6 M parameters).
+"""
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -240,7 +246,7 @@ class EfficientPSConfig:
         return replace(base, **kwargs)
 
 
-_NARROW_SCALING = (0.5, 0.34)
+_NARROW_SCALING = (0.5, 0.34)  # (width, depth) of the narrow variant's B0 stages
 _NARROW_OVERRIDES: dict[str, Any] = dict(
     variant="narrow",
     drop_path=0.0,
