@@ -45,7 +45,7 @@ $(VENV)/.base: Makefile
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.base $(PKG_SOURCES)
-	$(PIP) install -q --no-build-isolation ".[ros,test]"
+	$(PIP) install -q --no-build-isolation ".[ros,hf,test]"
 	touch $@
 
 dev: $(VENV)/.installed
