@@ -526,11 +526,17 @@ def test_lifecycle_through_services(node, graph):
     _, log = node
     graph.wait_for(lambda: "panoptic_weights.pt" in log.read_text(), what="the logged reason")
     assert "configure failed" in log.read_text()
-    assert graph.set_params(weights="")[0].successful
+    # Thresholds set while unconfigured apply at configure; -1 still means the model's own.
+    assert graph.set_params(weights="", score_threshold=0.25)[0].successful
     assert graph.transition(Transition.TRANSITION_CONFIGURE)
     assert graph.state() == "inactive"
     assert graph.transition(Transition.TRANSITION_ACTIVATE)
     assert graph.state() == "active"
+    activated = time.monotonic()
+    graph.wait_for(lambda: [d for d in graph.reports(since=activated)
+                            if d["fusion.score_threshold"] == "0.25"], what="configured value")
+    assert graph.set_params(score_threshold=-1.0)[0].successful
+    graph.diagnostics(lambda d: d["fusion.score_threshold"] == "0.5", what="the model's own")
     sent = image_msg(graph)
     check_panoptic(graph.send(sent), sent)
 

@@ -15,6 +15,7 @@ source checkout ``python -m panoptic_ros.ros.node --ros-args ...``.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import sys
 import threading
@@ -359,11 +360,20 @@ class PanopticSegmentationNode(LifecycleNode):
 
     # -- lifecycle -------------------------------------------------------------------------
     def _load(self, config) -> None:
-        """Build the Predictor (slow: reads weights, moves them to the device)."""
+        """Build the Predictor (slow: reads weights, moves them to the device).
+
+        The fusion overrides are applied after recording the model's own settings, which the
+        "-1 / empty = the model's own setting" parameter values restore later.
+        """
         from panoptic_ros.inference import Predictor
 
-        predictor = Predictor(config)
+        own = dataclasses.replace(config, score_threshold=None, overlap_threshold=None,
+                                  stuff_area=None, fusion_strategy=None)
+        predictor = Predictor(own)
         self._fusion_defaults = dict(predictor.inference_params())
+        overrides = config.inference_overrides()
+        if overrides:
+            predictor.set_inference_params(**overrides)
         self._predictor = predictor
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -375,7 +385,7 @@ class PanopticSegmentationNode(LifecycleNode):
             label_set = self._predictor.label_set
             keep = parse_category_filter(params["category_filter"], label_set)
         except Exception as err:  # noqa: BLE001 - any load failure fails the transition
-            self._predictor = None
+            self._release()
             self.get_logger().error(
                 f"configure failed, model not loaded ({type(err).__name__}): {err}")
             return TransitionCallbackReturn.FAILURE
@@ -407,11 +417,9 @@ class PanopticSegmentationNode(LifecycleNode):
         if self._predictor is None:
             try:
                 self._load(self._config)
-                fusion = self._fusion_values(self._params())
-                if fusion:
-                    self._predictor.set_inference_params(**fusion)
+                self._predictor.set_inference_params(**self._fusion_values(self._params()))
             except Exception as err:  # noqa: BLE001 - fails the transition
-                self._predictor = None
+                self._release()
                 self.get_logger().error(f"activate failed, model not loaded: {err}")
                 return TransitionCallbackReturn.FAILURE
         ret = super().on_activate(state)  # enables the lifecycle publishers
