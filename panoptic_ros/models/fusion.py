@@ -28,6 +28,10 @@ pixels; pixel ``(x, y)`` lies inside a box when its centre ``(x + 0.5, y + 0.5)`
 (stuff before detections, higher-scoring detection first). Detections with an empty binary mask
 are never kept. Instance ids are ``1..`` per category in descending score order, counting only
 detections that end up with pixels.
+
+The overlap filter is sequential by nature (each detection is compared with the union of the
+kept ones before it). It runs box by box on the CPU and as a batched fixed-point update on
+other devices; both are exact (see :func:`overlap_filter`). Pasting is two batched matmuls.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ MASK_LOGIT_SCALE = 4.0
 
 BOX_LOOP_DEVICES = ("cpu",)
 """Device types on which the overlap filter walks the detections box by box."""
+
+STRATEGIES = ("efficientps", "panoptic_fpn")
+"""Fusion strategies accepted by :func:`fuse`."""
 
 CHUNK_ELEMENTS = 1 << 25
 """Detections are fused in chunks of at most this many ``K x H x W`` elements (memory bound)."""
@@ -318,19 +325,37 @@ def fuse(
     Returns:
         :class:`FusionOutput` on the inputs' device.
     """
-    if strategy not in _OWNERS:
-        raise ValueError(
-            f"fusion strategy must be one of {sorted(_OWNERS)}, got {strategy!r}"
-        )
+    if strategy not in STRATEGIES:
+        raise ValueError(f"fusion strategy must be one of {STRATEGIES}, got {strategy!r}")
     _check_inputs(semantic_logits, mask_logits, boxes, scores, labels, num_stuff, category_ids)
     semantic_logits = semantic_logits.float()
+    c, h, w = semantic_logits.shape
     order = torch.sort(scores, descending=True, stable=True).indices
     mask_logits, boxes = mask_logits[order], boxes[order].float()
     scores, labels = scores[order].float(), labels[order]
-    owner = _OWNERS[strategy](
-        semantic_logits, mask_logits, boxes, scores, labels, num_stuff, score_threshold,
-        overlap_threshold,
-    )
+    k = boxes.shape[0]
+    owner = torch.full((h, w), k, dtype=torch.int64, device=semantic_logits.device)
+    if k:
+        # Pasted logits are kept for the FL step when all detections fit one chunk.
+        chunk = max(1, CHUNK_ELEMENTS // (h * w))
+        pasted = paste_mask_logits(mask_logits, boxes, (h, w)) if k <= chunk else None
+        if pasted is not None:
+            binary = pasted > 0
+        else:
+            binary = torch.cat([
+                paste_mask_logits(mask_logits[s:s + chunk], boxes[s:s + chunk], (h, w)) > 0
+                for s in range(0, k, chunk)
+            ])
+        keep, first = overlap_filter(
+            binary, boxes, scores >= score_threshold, overlap_threshold
+        )
+        del binary
+        if strategy == "panoptic_fpn":
+            owner = first
+        else:
+            owner = _fused_logit_owner(
+                semantic_logits, mask_logits, boxes, labels, keep, num_stuff, pasted, chunk
+            )
     return _assemble(
         semantic_logits, owner, scores, labels, num_stuff, category_ids, label_divisor,
         stuff_area,
@@ -347,33 +372,23 @@ def panoptic_fpn_fusion(*args, **kwargs) -> FusionOutput:
     return fuse(*args, strategy="panoptic_fpn", **kwargs)
 
 
-def _efficientps_owner(
+def _fused_logit_owner(
     semantic_logits: Tensor,
     mask_logits: Tensor,
     boxes: Tensor,
-    scores: Tensor,
     labels: Tensor,
+    keep: Tensor,
     num_stuff: int,
-    score_threshold: float,
-    overlap_threshold: float,
+    pasted: Tensor | None,
+    chunk: int,
 ) -> Tensor:
-    """Tensor[H, W] int64: the detection (score order) owning each pixel, K for none."""
+    """Tensor[H, W] int64: the kept detection whose FL wins each pixel over stuff, K for none.
+
+    ``pasted`` holds all pasted logits, or is ``None`` to paste ``chunk`` detections at a time.
+    """
     c, h, w = semantic_logits.shape
     k = boxes.shape[0]
     owner = torch.full((h, w), k, dtype=torch.int64, device=semantic_logits.device)
-    if k == 0:
-        return owner
-    chunk = max(1, CHUNK_ELEMENTS // (h * w))
-    pasted = paste_mask_logits(mask_logits, boxes, (h, w)) if k <= chunk else None
-    if pasted is not None:
-        binary = pasted > 0
-    else:
-        binary = torch.cat([
-            paste_mask_logits(mask_logits[s:s + chunk], boxes[s:s + chunk], (h, w)) > 0
-            for s in range(0, k, chunk)
-        ])
-    keep, _ = overlap_filter(binary, boxes, scores >= score_threshold, overlap_threshold)
-    del binary
     rows, cols = box_interior(boxes, (h, w))
     if num_stuff:
         best_value = semantic_logits[:num_stuff].amax(0)
@@ -383,10 +398,8 @@ def _efficientps_owner(
     # result equals one argmax over [stuff; FL_0 .. FL_K-1] with ties to the lower channel.
     for s in range(0, k, chunk):
         e = min(k, s + chunk)
-        if pasted is None:
-            part = paste_mask_logits(mask_logits[s:e], boxes[s:e], (h, w))
-        else:
-            part = pasted
+        part = paste_mask_logits(mask_logits[s:e], boxes[s:e], (h, w)) if pasted is None \
+            else pasted
         ml_a = part.mul_(MASK_LOGIT_SCALE)
         ml_b = semantic_logits[labels[s:e]].mul_(rows[s:e, :, None] & cols[s:e, None, :])
         fused = torch.sigmoid(ml_a).add_(torch.sigmoid(ml_b)).mul_(ml_a.add_(ml_b))
@@ -396,29 +409,6 @@ def _efficientps_owner(
         best_value = torch.where(better, value, best_value)
         owner = torch.where(better, index + s, owner)
     return owner
-
-
-def _panoptic_fpn_owner(
-    semantic_logits: Tensor,
-    mask_logits: Tensor,
-    boxes: Tensor,
-    scores: Tensor,
-    labels: Tensor,
-    num_stuff: int,
-    score_threshold: float,
-    overlap_threshold: float,
-) -> Tensor:
-    """Tensor[H, W] int64: the first kept detection covering each pixel, K for none."""
-    c, h, w = semantic_logits.shape
-    k = boxes.shape[0]
-    if k == 0:
-        return torch.full((h, w), k, dtype=torch.int64, device=semantic_logits.device)
-    binary = paste_mask_logits(mask_logits, boxes, (h, w)) > 0
-    _, owner = overlap_filter(binary, boxes, scores >= score_threshold, overlap_threshold)
-    return owner
-
-
-_OWNERS = {"efficientps": _efficientps_owner, "panoptic_fpn": _panoptic_fpn_owner}
 
 
 def _assemble(

@@ -20,9 +20,7 @@ import yaml
 
 from panoptic_ros.categories import DEFAULT_LABEL_DIVISOR
 from panoptic_ros.models.efficientps.layers import ACTIVATIONS, NORMS
-
-FUSION_STRATEGIES = ("efficientps", "panoptic_fpn")
-"""``efficientps``: the paper's logit fusion; ``panoptic_fpn``: the score-ordered heuristic."""
+from panoptic_ros.models.fusion import STRATEGIES as FUSION_STRATEGIES
 
 # EfficientNet compound scaling (width, depth) of B0..B7, from the EfficientNet paper.
 BACKBONE_SCALING: dict[str, tuple[float, float]] = {
