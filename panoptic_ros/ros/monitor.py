@@ -1,0 +1,269 @@
+"""The ``panoptic_monitor`` node: watches the panoptic node's outputs as a planner would.
+
+Subscribes to the node's ``~/panoptic``, ``~/instance_counts``, ``~/categories`` (latched)
+and ``~/overlay``, to the camera's ground truth and image, and to ``/diagnostics``; pairs each
+prediction with its ground truth by header (stamp and frame_id) and scores the stream live
+with :class:`~panoptic_ros.evaluation.live.LiveEvaluator`: PQ, end-to-end latency (receive time
+minus header stamp, both from the system clock), output rate, dropped frames, instance counts.
+
+Callbacks only take the receive time and queue the message; a worker thread converts, pairs,
+scores and writes files, so evaluation work never delays the next receive timestamp.
+
+Topics (relative; the defaults match the node and :mod:`~panoptic_ros.ros.demo_camera` in one
+namespace): ``panoptic_segmentation/{panoptic,instance_counts,categories,overlay}``,
+``camera/ground_truth``, ``camera/image_raw``, ``/diagnostics``.
+
+Run: ``ros2 run panoptic_ros panoptic_monitor --ros-args -p output_dir:=demo_output``; on
+Ctrl-C it prints the summary and, with ``output_dir``, writes summary.json, the contact sheet
+and the COCO panoptic files there.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from panoptic_ros.categories import Category, LabelSet, get_label_set
+from panoptic_ros.evaluation.live import (
+    FrameKey,
+    LiveEvaluator,
+    format_status,
+    format_summary,
+    stamp_ns,
+    write_summary,
+)
+from panoptic_ros.msg import CategoryArray, InstanceCounts, PanopticSegmentation
+from panoptic_ros.result import PanopticResult, Segment
+from panoptic_ros.ros.conversions import image_to_array, image_to_rgb
+from panoptic_ros.ros.spin import spin_main
+
+NODE_NAME = "panoptic_monitor"
+SEGMENTATION_NODE = "panoptic_segmentation"
+SUMMARY_NAME = "summary.json"
+
+# -- message -> numpy (the inverse of ros.messages for what a consumer needs) -----------------
+
+
+def frame_key(header: Header) -> FrameKey:
+    """The pairing key of a header: ``(stamp.sec, stamp.nanosec, frame_id)``."""
+    return int(header.stamp.sec), int(header.stamp.nanosec), str(header.frame_id)
+
+
+def result_from_msg(msg: PanopticSegmentation) -> PanopticResult:
+    """A ``PanopticSegmentation`` as a :class:`PanopticResult` (ids copied out of the message).
+
+    Segments are taken from ``msg.segments`` as published (ids, categories, kinds, scores,
+    areas, boxes), sorted by id.
+
+    Raises:
+        ImageConversionError: the label image is not a valid ``32SC1`` image.
+    """
+    ids = np.array(image_to_array(msg.ids), dtype=np.int32, copy=True)
+    segments = sorted(
+        (
+            Segment(
+                id=int(s.id), category_id=int(s.category_id), is_thing=bool(s.is_thing),
+                instance_id=int(s.instance_id), score=float(s.score), area=int(s.area),
+                bbox=(int(s.bbox.x_offset), int(s.bbox.y_offset), int(s.bbox.width),
+                      int(s.bbox.height)),
+            )
+            for s in msg.segments
+        ),
+        key=lambda s: s.id,
+    )
+    return PanopticResult(ids=ids, segments=segments, label_divisor=int(msg.label_divisor))
+
+
+def label_set_from_msg(msg: CategoryArray, name: str = "model") -> LabelSet:
+    """The node's category table (``~/categories``) as a :class:`LabelSet`."""
+    return LabelSet(name, [
+        Category(int(c.id), str(c.name), bool(c.is_thing), tuple(int(v) for v in c.color))
+        for c in msg.categories
+    ])
+
+
+def _number(text: str) -> Any:
+    """A diagnostics value as int or float when it is one, else the string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+class PanopticMonitor(Node):
+    """Scores the panoptic node's output stream against the camera's ground truth, live.
+
+    Parameters: ``output_dir`` (files written at :meth:`finish`; empty: none), ``sheet_rows``,
+    ``truth_label_set``, ``segmentation_node`` (whose diagnostics to read), ``max_pending``
+    (frames awaiting their output), ``report_period`` (log the running figures every so many
+    seconds; 0: never).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        p = self._declare
+        out = p("output_dir", "", "folder for summary.json, the contact sheet and COCO panoptic "
+                "predictions + ground truth; empty = write nothing")
+        rows = p("sheet_rows", 6, "frames on the contact sheet", low=1, high=100)
+        truth = p("truth_label_set", "synthetic", "categories of the ground truth (built-in "
+                  "name or COCO-style JSON path)")
+        target = p("segmentation_node", SEGMENTATION_NODE, "name of the panoptic node in this "
+                   "namespace (its /diagnostics are read)")
+        pending = p("max_pending", 100, "camera frames held while waiting for their output "
+                    "(at least rate x worst latency; each holds its image and ground truth)",
+                    low=1, high=100_000)
+        period = p("report_period", 5.0, "log the running figures every so many seconds; 0 = "
+                   "never", low=0.0, high=3600.0)
+        self.output_dir = Path(out) if out else None
+        self.evaluator = LiveEvaluator(get_label_set(truth), output_dir=self.output_dir,
+                                       sheet_rows=int(rows), max_pending=int(pending))
+        ns = self.get_namespace().rstrip("/")
+        self.target_name = f"{ns}/{target}"
+        self.categories_received = threading.Event()
+        self.diagnostics_received = threading.Event()
+        self._lock = threading.Lock()
+        self._diag: dict[str, Any] = {}
+        self._diag_time = 0.0
+        self.worker_errors = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name="monitor-worker", daemon=True)
+        self._worker.start()
+
+        reliable = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        truth_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        sub = self.create_subscription
+        seg = target
+        self._subs = [
+            sub(PanopticSegmentation, f"{seg}/panoptic", self._on_panoptic, reliable),
+            sub(InstanceCounts, f"{seg}/instance_counts", self._on_counts, reliable),
+            sub(CategoryArray, f"{seg}/categories", self._on_categories, latched),
+            sub(Image, f"{seg}/overlay", self._on_overlay, reliable),
+            sub(PanopticSegmentation, "camera/ground_truth", self._on_truth, truth_qos),
+            sub(Image, "camera/image_raw", self._on_image, reliable),
+            sub(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10),
+        ]
+        self.panoptic_topic = self._subs[0].topic_name
+        self._report = (self.create_timer(float(period), self._log_status)
+                        if period > 0 else None)
+
+    def _declare(self, name: str, default: Any, description: str, low=None, high=None) -> Any:
+        d = ParameterDescriptor(name=name, description=description)
+        if isinstance(default, float) and low is not None:
+            d.floating_point_range = [FloatingPointRange(from_value=low, to_value=high)]
+        elif isinstance(default, int) and low is not None:
+            d.integer_range = [IntegerRange(from_value=low, to_value=high)]
+        return self.declare_parameter(name, default, d).value
+
+    # -- callbacks: timestamp and queue, nothing else ----------------------------------------
+    def _on_panoptic(self, msg: PanopticSegmentation) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        key = frame_key(msg.header)
+        self._queue.put(("pred", msg, (now_ns - stamp_ns(key)) / 1e9, time.monotonic()))
+
+    def _on_truth(self, msg: PanopticSegmentation) -> None:
+        self._queue.put(("truth", msg))
+
+    def _on_image(self, msg: Image) -> None:
+        self._queue.put(("image", msg))
+
+    def _on_overlay(self, msg: Image) -> None:
+        self._queue.put(("overlay", msg))
+
+    def _on_counts(self, msg: InstanceCounts) -> None:
+        self._queue.put(("counts", msg))
+
+    def _on_categories(self, msg: CategoryArray) -> None:
+        self.evaluator.set_model_labels(label_set_from_msg(msg))
+        self.categories_received.set()
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.split(":")[0] == self.target_name:
+                values = {kv.key: _number(kv.value) for kv in status.values}
+                values.update(level=int.from_bytes(status.level, "little")
+                              if isinstance(status.level, bytes) else int(status.level),
+                              message=status.message)
+                with self._lock:
+                    self._diag, self._diag_time = values, time.monotonic()
+                self.diagnostics_received.set()
+
+    # -- worker ------------------------------------------------------------------------------
+    def _work(self) -> None:
+        ev = self.evaluator
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            kind, msg = item[0], item[1]
+            try:
+                key = frame_key(msg.header)
+                if kind == "pred":
+                    ev.add_prediction(key, result_from_msg(msg), item[2], item[3])
+                elif kind == "truth":
+                    ev.add_truth(key, result_from_msg(msg))
+                elif kind == "image":
+                    ev.add_image(key, np.array(image_to_rgb(msg), copy=True))
+                elif kind == "overlay":
+                    ev.add_overlay(key, np.array(image_to_rgb(msg), copy=True))
+                elif kind == "counts":
+                    ev.add_counts({c.label: int(c.count) for c in msg.counts})
+            except Exception as err:  # noqa: BLE001 - one bad message must not stop scoring
+                self.worker_errors += 1
+                self.get_logger().error(f"cannot evaluate a {kind} message: {err}",
+                                        throttle_duration_sec=5.0)
+
+    # -- figures -----------------------------------------------------------------------------
+    def node_diagnostics(self) -> tuple[dict[str, Any], float]:
+        """The panoptic node's latest diagnostics values and when they arrived (monotonic)."""
+        with self._lock:
+            return dict(self._diag), self._diag_time
+
+    def _log_status(self) -> None:
+        self.get_logger().info(format_status(self.evaluator.snapshot()))
+
+    def finish(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Stop evaluating (after what is queued), write the files, return the summary.
+
+        The summary is :meth:`LiveEvaluator.close`'s plus ``node``: the panoptic node's last
+        diagnostics values (frames received, processed, dropped, ...).
+        """
+        self._queue.put(None)
+        self._worker.join(timeout)
+        summary = self.evaluator.close()
+        summary["node"] = self.node_diagnostics()[0]
+        summary["monitor_errors"] = self.worker_errors
+        return summary
+
+
+def _report(node: PanopticMonitor) -> None:
+    summary = node.finish()
+    print(format_summary(summary), flush=True)
+    if node.output_dir is not None:
+        write_summary(node.output_dir / SUMMARY_NAME, summary)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``panoptic_monitor``: score until Ctrl-C, then report."""
+    return spin_main(PanopticMonitor, args, lambda: MultiThreadedExecutor(num_threads=2),
+                     on_stop=_report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
