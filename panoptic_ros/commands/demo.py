@@ -1,0 +1,223 @@
+"""``panoptic-ros demo``: the live demo over real ROS 2 topics, on loopback, offline.
+
+A synthetic camera (scenes the demo model never saw) streams at ``--rate`` Hz to the real
+``panoptic_node`` process; a monitor scores the node's outputs against the camera's ground
+truth as they arrive: PQ, end-to-end latency, FPS, dropped frames, instance counts. At the end
+it prints a summary and writes into ``--output``:
+
+* ``summary.json``: every figure of the summary;
+* ``contact_sheet.png``: rows of input | node overlay | ground truth;
+* ``predictions.json`` + ``predictions/`` and ``ground_truth.json`` + ``ground_truth/`` +
+  ``images/``: COCO panoptic files of every scored frame, so that
+  ``panoptic-ros eval --gt-json OUT/ground_truth.json --pred-json OUT/predictions.json``
+  reproduces the live PQ exactly (checked at the end, ``offline_eval_matches``);
+* ``panoptic_params.yaml`` (the node's parameters) and ``logs/`` (node and camera output).
+
+Network safety: before rclpy starts, this process sets ``ROS_AUTOMATIC_DISCOVERY_RANGE=
+LOCALHOST`` and its own ``ROS_DOMAIN_ID`` (``--domain-id``, default from its pid) for itself
+and its child processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from panoptic_ros.errors import UserError
+
+HELP = "live demo: synthetic camera -> panoptic node -> monitor (PQ, latency) over ROS 2"
+
+MAX_DOMAIN_ID = 101
+"""Highest ROS_DOMAIN_ID that is safe on every platform (ROS 2 docs)."""
+
+OUTPUT_ENTRIES = ("summary.json", "contact_sheet.png", "predictions.json", "predictions",
+                  "ground_truth.json", "ground_truth", "images", "panoptic_params.yaml", "logs")
+"""What the demo writes into its output folder (a previous run's are replaced)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``demo``."""
+    parser.add_argument("--duration", type=float, default=60.0,
+                        help="seconds of streaming (default 60)")
+    parser.add_argument("--size", default="256x320", metavar="HxW",
+                        help="camera image size (default 256x320, the demo model's training "
+                             "resolution)")
+    parser.add_argument("--rate", type=float, default=10.0, help="camera frame rate, Hz "
+                        "(default 10)")
+    parser.add_argument("--output", type=Path, default=Path("demo_output"),
+                        help="results folder (default demo_output/)")
+    parser.add_argument("--weights", default="demo",
+                        help="'demo' (the bundled model, default), a checkpoint path, or "
+                             "'random' (random initialisation: plumbing only, PQ near 0)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--domain-id", type=int, default=None,
+                        help=f"ROS_DOMAIN_ID, 0..{MAX_DOMAIN_ID} (default: from the pid)")
+    parser.add_argument("--rows", type=int, default=6, help="contact sheet rows (default 6)")
+    parser.add_argument("--seed", type=int, default=2026,
+                        help="scene seed (default 2026; the demo model trained on 1000)")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"256x320"`` -> (256, 320); at least 32 x 32, else :class:`UserError`."""
+    from panoptic_ros.commands.infer import parse_input_size
+
+    try:
+        size = parse_input_size(text)
+    except UserError:
+        size = None
+    if not isinstance(size, tuple) or min(size) < 32:
+        raise UserError(f"--size must be HxW with both sides >= 32 (e.g. 256x320), got {text!r}")
+    return size
+
+
+def resolve_weights(text: str) -> str:
+    """The node's ``weights`` parameter for ``--weights``; :class:`UserError` if missing."""
+    if text == "random":
+        return ""
+    if text == "demo":
+        from panoptic_ros.inference import DEMO_WEIGHTS
+
+        if not DEMO_WEIGHTS.is_file():
+            raise UserError(
+                f"the bundled demo model is missing ({DEMO_WEIGHTS}); train it with "
+                "'panoptic-ros train --config config/train_demo.yaml' or pass --weights PATH")
+        return "demo"
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise UserError(f"weights not found: {text}")
+    return str(path.resolve())
+
+
+def setup_ros_environment(domain_id: int | None) -> int:
+    """Loopback-only discovery and this run's domain id, in ``os.environ``, before rclpy."""
+    if domain_id is None:
+        domain_id = 1 + os.getpid() % MAX_DOMAIN_ID
+    if not 0 <= domain_id <= MAX_DOMAIN_ID:
+        raise UserError(f"--domain-id must lie in 0..{MAX_DOMAIN_ID}, got {domain_id}")
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    os.environ.pop("ROS_STATIC_PEERS", None)
+    os.environ.pop("ROS_LOCALHOST_ONLY", None)  # deprecated; conflicts with the range
+    return domain_id
+
+
+def prepare_output(out: Path) -> None:
+    """Create the output folder and remove a previous demo's results from it."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_ENTRIES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+class StatusLine:
+    """One refreshing status line on a terminal; a line every ``period`` s otherwise."""
+
+    def __init__(self, stream: TextIO = sys.stderr, duration: float = 0.0,
+                 period: float = 5.0) -> None:
+        self.stream = stream
+        self.duration = duration
+        self.period = period
+        self.tty = stream.isatty()
+        self._last = -1e9
+        self._shown = False
+
+    def __call__(self, phase: str, snap, elapsed: float) -> None:
+        """Show a phase and, while streaming, the running figures (a LiveSnapshot)."""
+        from panoptic_ros.evaluation.live import format_status
+
+        now = time.monotonic()
+        if not self.tty and now - self._last < self.period:
+            return
+        self._last = now
+        text = f"[{phase}]"
+        if snap is not None:
+            clock = f"{elapsed:4.0f}/{self.duration:.0f} s " if phase == "running" else ""
+            text = f"{text} {clock}{format_status(snap)}"
+        if self.tty:
+            self.stream.write("\r\x1b[K" + text)
+            self._shown = True
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the refreshing line."""
+        if self.tty and self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def offline_check(summary: dict) -> bool | None:
+    """Re-score the written files as ``panoptic-ros eval`` does; whether it equals the live PQ."""
+    from panoptic_ros.evaluation.pq import pq_compute_files
+
+    files = summary["files"]
+    if summary.get("pq") is None or "ground_truth_json" not in files:
+        return None
+    offline = pq_compute_files(files["ground_truth_json"], None, files["predictions_json"],
+                               None)
+    return offline == summary["pq"]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo, print the summary, write the results."""
+    height, width = parse_size(args.size)
+    if not args.duration > 0:
+        raise UserError(f"--duration must be > 0 s, got {args.duration}")
+    if not 0 < args.rate <= 1000:
+        raise UserError(f"--rate must lie in (0, 1000] Hz, got {args.rate}")
+    if not 1 <= args.rows <= 100:
+        raise UserError(f"--rows must lie in 1..100, got {args.rows}")
+    weights = resolve_weights(args.weights)
+    domain_id = setup_ros_environment(args.domain_id)
+    out = args.output
+    prepare_output(out)
+
+    from panoptic_ros.evaluation.live import format_summary, write_summary
+    from panoptic_ros.ros.demo import DemoConfig, DemoError, run_demo
+
+    cfg = DemoConfig(output_dir=out.resolve(), weights=weights, duration_s=args.duration,
+                     rate_hz=args.rate, height=height, width=width, device=args.device,
+                     seed=args.seed, sheet_rows=args.rows)
+    model = {"demo": "bundled demo model", "": "random initialisation"}.get(weights, weights)
+    print(f"panoptic-ros demo: {height}x{width} synthetic scenes (seed {args.seed}) at "
+          f"{args.rate:g} Hz for {args.duration:g} s -> panoptic_node ({model}, device "
+          f"{args.device}); ROS_DOMAIN_ID={domain_id}, loopback only", flush=True)
+    status = StatusLine(duration=args.duration)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM = Ctrl-C
+    try:
+        summary = run_demo(cfg, status)
+    except DemoError as err:
+        print(f"panoptic-ros demo: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        status.close()
+    summary["config"] = {"duration_s": args.duration, "rate_hz": args.rate,
+                         "size": [height, width], "weights": args.weights,
+                         "device": args.device, "seed": args.seed, "rows": args.rows}
+    summary["offline_eval_matches"] = offline_check(summary)
+    summary_path = write_summary(out / "summary.json", summary)
+    print(format_summary(summary))
+    if summary["offline_eval_matches"] is not None:
+        verdict = "reproduces" if summary["offline_eval_matches"] else "DOES NOT reproduce"
+        print(f"offline: panoptic-ros eval --gt-json {out / 'ground_truth.json'} --pred-json "
+              f"{out / 'predictions.json'}  {verdict} the live PQ")
+    for name, path in sorted(summary["files"].items()):
+        print(f"wrote {name}: {path}")
+    print(f"wrote summary: {summary_path}")
+    if summary["interrupted"]:
+        print("panoptic-ros demo: interrupted; results cover the frames so far", file=sys.stderr)
+        return 130
+    return 0
