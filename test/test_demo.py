@@ -8,6 +8,7 @@ re-score to exactly the live PQ.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -222,6 +223,61 @@ def test_missing_weights_is_one_line_and_exit_2(tmp_path, monkeypatch):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"panoptic-ros demo: error: weights not found: {tmp_path / 'x.pt'}"]
+
+
+# -- launch file ----------------------------------------------------------------------------
+LAUNCH = REPO / "launch" / "demo.launch.py"
+
+
+def launch_nodes() -> dict[str, tuple[str, set[str], list[tuple[str, str]]]]:
+    """executable -> (node name, literal parameter keys, remappings) from the launch file."""
+    out = {}
+    for call in ast.walk(ast.parse(LAUNCH.read_text())):
+        if not isinstance(call, ast.Call):
+            continue
+        kw = {k.arg: k.value for k in call.keywords}
+        if "executable" not in kw:
+            continue
+        keys = {k.value for d in ast.walk(kw["parameters"]) if isinstance(d, ast.Dict)
+                for k in d.keys}
+        remaps = [tuple(e.value for e in t.elts) for t in kw["remappings"].elts] \
+            if "remappings" in kw else []
+        out[kw["executable"].value] = (kw["name"].value, keys, remaps)
+    return out
+
+
+def test_demo_launch_file_matches_the_executables_and_their_parameters():
+    import rclpy
+
+    from panoptic_ros.ros.demo_camera import DemoCamera
+    from panoptic_ros.ros.monitor import PanopticMonitor
+    from panoptic_ros.ros.node import NODE_NAME, SPECS
+
+    nodes = launch_nodes()
+    assert set(nodes) == {"panoptic_demo_camera", "panoptic_node", "panoptic_monitor"}
+    for exe in nodes:
+        assert os.access(REPO / "scripts" / exe, os.X_OK), exe
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        camera = DemoCamera(context=context)
+        camera.stop()
+        monitor = PanopticMonitor(context=context)
+        monitor.finish()
+        for exe, node in (("panoptic_demo_camera", camera), ("panoptic_monitor", monitor)):
+            name, keys, _ = nodes[exe]
+            assert name == node.get_name()
+            assert all(node.has_parameter(k) for k in keys), (exe, keys)
+        name, keys, remaps = nodes["panoptic_node"]
+        assert name == NODE_NAME and keys <= set(SPECS)
+        # The node's input is the camera's output; the monitor listens to that node's name.
+        assert remaps == [("image", "camera/image_raw")]
+        assert camera._image_pub.topic_name == "/camera/image_raw"
+        assert monitor.panoptic_topic == f"/{NODE_NAME}/panoptic"
+        camera.destroy_node()
+        monitor.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
 
 
 # -- `make demo`, shortened ------------------------------------------------------------------
