@@ -7,14 +7,15 @@ One object owns the model, the device, the precision and the pre-processing::
     results = predictor([rgb1, rgb2])  # a batch, sizes may differ
 
 The frame is uploaded once (through pinned memory on CUDA), resized, normalised and padded on
-the device, run (optionally under ``torch.autocast``), fused on the device, and the final id
-map is copied to the host once, at the exact input size.
+the device, run (optionally under ``torch.autocast``, channels-last, ``torch.compile``), fused
+on the device, and the final id map is copied to the host once, at the exact input size.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from panoptic_ros.errors import ModelLoadError
 from panoptic_ros.models.preprocess import normalize_and_pad
 from panoptic_ros.result import PanopticResult
 
+_log = logging.getLogger(__name__)
+
 DEMO_WEIGHTS = Path(__file__).resolve().parent / "models" / "weights" / "demo.pt"
 """The bundled demo model (narrow EfficientPS trained on the synthetic scenes)."""
 
@@ -37,7 +40,11 @@ PRECISIONS: dict[str, torch.dtype | None] = {
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
-"""Accepted precisions and their autocast dtypes (``fp32``: no autocast)."""
+"""Accepted precisions and their autocast dtypes (``fp32``: no autocast); see
+:func:`autocast_dtype` for the choice per device."""
+
+PRETRAINED_OPTIONS = ("allow_download", "cache_dir", "revision", "pretrained_label_set", "rules")
+""":class:`PredictorConfig` fields that only pretrained backends (``mask2former``) take."""
 
 InputSize = int | tuple[int, int] | None
 
@@ -62,8 +69,20 @@ class PredictorConfig:
         overlap_threshold: fusion override.
         stuff_area: fusion override, pixels at the model's reference resolution.
         fusion_strategy: ``efficientps`` or ``panoptic_fpn`` override.
-        compile: ``torch.compile`` the dense part of the network.
+        compile: ``torch.compile`` the dense part of the network (EfficientPS: backbone, FPN
+            and semantic head; other backends: the whole module). The first frame of each new
+            input size pays the compilation.
+        compile_backend: the ``torch.compile`` backend (``inductor``; ``cudagraphs``, or
+            ``tensorrt`` when torch-tensorrt is installed).
         channels_last: channels-last memory format (``None``: on CUDA only).
+        allow_download: pretrained backends: let them fetch a hub id missing from the local
+            cache (off: a robot works offline).
+        cache_dir: pretrained backends: Hugging Face cache directory (``None``: the default).
+        revision: pretrained backends: hub revision of a hub id.
+        pretrained_label_set: pretrained backends: how the model's labels map onto our
+            categories: ``auto``, ``coco``, ``cityscapes``, ``custom`` or a category JSON
+            (``None``: the backend's default, ``auto``).
+        rules: ``mask2former`` inference rules override (``mask2former`` or ``transformers``).
     """
 
     backend: str = "efficientps"
@@ -79,7 +98,13 @@ class PredictorConfig:
     stuff_area: float | None = None
     fusion_strategy: str | None = None
     compile: bool = False
+    compile_backend: str = "inductor"
     channels_last: bool | None = None
+    allow_download: bool = False
+    cache_dir: str | None = None
+    revision: str | None = None
+    pretrained_label_set: str | None = None
+    rules: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -101,6 +126,28 @@ class PredictorConfig:
                     f"got {size!r}"
                 )
         parse_device(self.device, check_available=False)
+        if self.backend == "efficientps":
+            given = [name for name in PRETRAINED_OPTIONS
+                     if getattr(self, name) not in (None, False)]
+            if given:
+                raise ValueError(
+                    f"{given} apply to pretrained backends (mask2former), not to efficientps"
+                )
+
+    def model_spec(self) -> dict[str, Any]:
+        """Registry spec of a pretrained backend: where this config becomes backend options.
+
+        The mapping :func:`~panoptic_ros.models.registry.build_model` takes. Options left at
+        their defaults are left out, so backends that do not know them (a registered
+        third-party one) still build.
+        """
+        spec: dict[str, Any] = {"backend": self.backend, "weights": self.weights}
+        if self.allow_download:
+            spec["allow_download"] = True
+        optional = {"cache_dir": self.cache_dir, "revision": self.revision,
+                    "label_set": self.pretrained_label_set}
+        spec.update({k: v for k, v in optional.items() if v is not None})
+        return spec
 
     def inference_overrides(self) -> dict[str, Any]:
         """The fusion settings this config overrides (names of the backend's parameters)."""
@@ -109,6 +156,7 @@ class PredictorConfig:
             "overlap_threshold": self.overlap_threshold,
             "stuff_area": self.stuff_area,
             "strategy": self.fusion_strategy,
+            "rules": self.rules,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -138,6 +186,49 @@ def parse_device(name: str, check_available: bool = True) -> torch.device:
                 f"device(s) exist"
             )
     return device
+
+
+def autocast_dtype(
+    device: torch.device, precision: str, *, cuda_bf16: bool | None = None
+) -> torch.dtype | None:
+    """The dtype the network runs in under ``torch.autocast`` (``None``: no autocast, fp32).
+
+    * ``fp32``: ``None`` everywhere.
+    * ``fp16``: ``float16`` on CUDA. On the CPU ``None`` with a warning: CPUs have no fast
+      float16 kernels (the narrow network ran 9x slower than in fp32 on this project's CPU),
+      so a GPU robot's config still runs sensibly where ``device: auto`` finds no GPU.
+    * ``bf16``: ``bfloat16`` on the CPU (fast where it has AVX512-BF16/AMX) and on GPUs with
+      native bfloat16 (compute capability 8.0+, Ampere and later).
+
+    Args:
+        device: where the network runs.
+        precision: one of :data:`PRECISIONS`.
+        cuda_bf16: whether the GPU has native bfloat16 (``None``: ask CUDA).
+
+    Raises:
+        ValueError: unknown precision, or ``bf16`` on a GPU without native bfloat16 (Volta,
+            Turing, e.g. Jetson AGX Xavier): use ``fp16`` there.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return None
+    if device.type == "cuda":
+        if dtype == torch.bfloat16:
+            if cuda_bf16 is None:
+                cuda_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+            if not cuda_bf16:
+                raise ValueError(
+                    "precision bf16 needs a GPU with native bfloat16 (compute capability 8.0+); "
+                    "use fp16 on this one"
+                )
+        return dtype
+    if dtype == torch.float16:
+        _log.warning("precision fp16 on %s: no fast float16 kernels there, running fp32 "
+                     "(bf16 is the CPU's reduced precision)", device)
+        return None
+    return dtype
 
 
 def fit_size(height: int, width: int, input_size: InputSize) -> tuple[int, int]:
@@ -221,7 +312,7 @@ class Predictor:
             config = dataclasses.replace(config, **overrides)
         self.config = config
         self.device = parse_device(config.device)
-        self.autocast_dtype = PRECISIONS[config.precision]
+        self.autocast_dtype = autocast_dtype(self.device, config.precision)
         self.model = self._load_model(config)
         self.label_set: LabelSet = self.model.label_set
         if config.label_divisor is not None and config.label_divisor != self.model.label_divisor:
@@ -246,9 +337,9 @@ class Predictor:
             torch.backends.cudnn.benchmark = True
         if config.compile:
             if hasattr(self.model, "compile_dense"):
-                self.model.compile_dense()
+                self.model.compile_dense(backend=config.compile_backend)
             else:
-                self.model.compile()
+                self.model.compile(backend=config.compile_backend)
         self._staging: dict[int, Tensor] = {}
 
     # -- loading ---------------------------------------------------------------------------
@@ -263,8 +354,8 @@ class Predictor:
                     f"backend {config.backend!r} needs weights (a model id or folder)"
                 )
             try:
-                return build_model({"backend": config.backend, "weights": config.weights})
-            except ValueError as err:
+                return build_model(config.model_spec())
+            except (TypeError, ValueError) as err:
                 raise ModelLoadError(str(err)) from None
         if config.weights is None:
             from panoptic_ros.models.efficientps import EfficientPSConfig
@@ -350,17 +441,22 @@ class Predictor:
         """Tensor[H, W, 3] uint8 on the device; CPU frames go through pinned buffers on CUDA.
 
         One reusable pinned buffer per batch position: the previous call's transfers have
-        finished, since :meth:`predict` ends with a device->host copy.
+        finished, since :meth:`predict` ends with a device->host copy. A strided frame (a BGR
+        view reversed to RGB, a crop) is copied into the pinned buffer directly, once.
         """
-        if isinstance(image, np.ndarray):
-            image = torch.from_numpy(np.ascontiguousarray(image))
-        if self.device.type != "cuda" or image.device.type == "cuda":
+        is_array = isinstance(image, np.ndarray)
+        if self.device.type != "cuda" or (not is_array and image.device.type == "cuda"):
+            if is_array:
+                image = torch.from_numpy(np.ascontiguousarray(image))
             return image.to(self.device)
         staging = self._staging.get(slot)
-        if staging is None or staging.shape != image.shape:
-            staging = torch.empty(image.shape, dtype=torch.uint8, pin_memory=True)
+        if staging is None or tuple(staging.shape) != tuple(image.shape):
+            staging = torch.empty(tuple(image.shape), dtype=torch.uint8, pin_memory=True)
             self._staging[slot] = staging
-        staging.copy_(image)
+        if is_array:
+            np.copyto(staging.numpy(), image)
+        else:
+            staging.copy_(image)
         return staging.to(self.device, non_blocking=True)
 
     def warmup(self, height: int = 256, width: int = 320) -> None:

@@ -17,9 +17,13 @@ HELP = "segment an image or a folder of images; write COCO panoptic PNGs + predi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``infer``."""
+    """Options of ``infer`` (values checked when the model loads: no torch import here)."""
+    parser.add_argument("--backend", default="efficientps",
+                        help="model backend: efficientps (default) or mask2former")
     parser.add_argument("--weights", default="demo",
-                        help="checkpoint path, or 'demo' for the bundled model (default)")
+                        help="efficientps: checkpoint path, or 'demo' for the bundled model "
+                             "(default); mask2former: a hub model id or a save_pretrained "
+                             "folder")
     parser.add_argument("--input", required=True, type=Path,
                         help="an image file or a folder of images (not recursive)")
     parser.add_argument("--output", required=True, type=Path, help="output folder")
@@ -28,6 +32,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", default=None, metavar="HxW",
                         help="network input size: HxW box the image is fitted into, or N for "
                              "the shorter side (default: the model's, else the image's own)")
+    parser.add_argument("--score-threshold", type=float, metavar="S",
+                        help="minimum score of a detection / query (default: the model's)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the network (the first image pays the compilation)")
+    pretrained = parser.add_argument_group("pretrained backends (mask2former)")
+    pretrained.add_argument("--allow-download", action="store_true",
+                            help="let a hub model id missing from the local cache download")
+    pretrained.add_argument("--cache-dir", help="Hugging Face cache directory")
+    pretrained.add_argument("--label-set", metavar="NAME",
+                            help="categories of the model's labels: auto (default), coco, "
+                                 "cityscapes, custom or a category JSON")
+    pretrained.add_argument("--rules",
+                            help="panoptic inference rules: mask2former (default, the original "
+                                 "implementation's) or transformers")
 
 
 def parse_input_size(text: str | None) -> int | tuple[int, int] | None:
@@ -66,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         image_id_from_stem,
         read_image,
     )
-    from panoptic_ros.inference import Predictor
+    from panoptic_ros.inference import Predictor, PredictorConfig
 
     images = find_images(args.input)
     ids: dict[int | str, Path] = {}
@@ -80,8 +98,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"output {args.output} exists and is not a folder")
     input_size = parse_input_size(args.input_size)
     try:
-        predictor = Predictor(weights=args.weights, device=args.device,
-                              precision=args.precision, input_size=input_size)
+        predictor = Predictor(PredictorConfig(
+            backend=args.backend, weights=args.weights, device=args.device,
+            precision=args.precision, input_size=input_size, compile=args.compile,
+            score_threshold=args.score_threshold,
+            allow_download=args.allow_download, cache_dir=args.cache_dir,
+            pretrained_label_set=args.label_set, rules=args.rules,
+        ))
     except (ModelLoadError, ValueError) as err:
         raise UserError(f"cannot load the model: {err}") from None
     writer = CocoPanopticWriter(args.output, predictor.label_set)
