@@ -115,8 +115,9 @@ class PanopticRoIHeads(RoIHeads):
         )
         mask_logits = self.mask_head(self.mask_roi_pool(features, boxes, image_shapes))
         flat_labels = torch.cat(labels)
-        own = mask_logits[torch.arange(len(flat_labels), device=flat_labels.device), flat_labels]
-        per_image = own.split([len(b) for b in boxes])
+        index = torch.arange(flat_labels.shape[0], device=flat_labels.device)  # traceable count
+        own = mask_logits[index, flat_labels]
+        per_image = own.split([b.shape[0] for b in boxes])
         detections = [
             {"boxes": b, "scores": s, "labels": lab, "mask_logits": m}
             for b, s, lab, m in zip(boxes, scores, labels, per_image)

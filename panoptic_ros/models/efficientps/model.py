@@ -19,7 +19,7 @@ Training targets, one dict per image, at the image's own (unpadded) size ``h x w
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -331,33 +331,53 @@ class EfficientPS(nn.Module):
         Returns:
             one :class:`FusionOutput` per image at its valid size.
         """
-        fusion = fusion or self.fusion_config
+        semantic, detections = self.network(images, image_sizes)
+        return self.fuse_outputs(semantic, detections, image_sizes, fusion)
+
+    def network(
+        self, images: Tensor, image_sizes: Sequence[Sequence[int]]
+    ) -> tuple[Tensor, list[dict[str, Tensor]]]:
+        """The network without the fusion (what :mod:`panoptic_ros.export` exports).
+
+        Args:
+            images: as :meth:`predict`.
+            image_sizes: as :meth:`predict`.
+
+        Returns:
+            semantic logits Tensor[B, C, H_p, W_p] and, per image, the detections: ``boxes``
+            Tensor[K, 4] float ``(x0, y0, x1, y1)``, ``scores`` Tensor[K] (descending),
+            ``labels`` Tensor[K] int64 in ``1..num_things``, ``mask_logits`` Tensor[K, 28, 28].
+        """
         sizes = _check_sizes(images, image_sizes)
         feats, semantic = self.dense(images)
         feat_dict = dict(zip(LEVELS, feats))
         proposals, _ = self.rpn(ImageList(images, sizes), feat_dict)
         detections, _ = self.roi_heads(feat_dict, proposals, sizes)
-        outputs = []
-        with torch.autocast(images.device.type, enabled=False):
-            for i, (h, w) in enumerate(sizes):
-                det = detections[i]
-                outputs.append(
-                    fuse(
-                        semantic[i, :, :h, :w].float(),
-                        det["mask_logits"].float(),
-                        det["boxes"].float(),
-                        det["scores"].float(),
-                        det["labels"] + (self.num_stuff - 1),
-                        strategy=fusion.strategy,
-                        num_stuff=self.num_stuff,
-                        category_ids=self.category_ids,
-                        label_divisor=self.label_divisor,
-                        score_threshold=fusion.score_threshold,
-                        overlap_threshold=fusion.overlap_threshold,
-                        stuff_area=fusion.stuff_area_at(h, w),
-                    )
-                )
-        return outputs
+        return semantic, detections
+
+    def fuse_outputs(
+        self,
+        semantic: Tensor,
+        detections: Sequence[dict[str, Tensor]],
+        image_sizes: Sequence[Sequence[int]],
+        fusion: FusionConfig | None = None,
+    ) -> list[FusionOutput]:
+        """:func:`fuse_detections` of each image of a :meth:`network` output.
+
+        Args:
+            semantic: Tensor[B, C, H_p, W_p] semantic logits.
+            detections: one detection dict per image (see :meth:`network`).
+            image_sizes: ``(h, w)`` per image, its valid region.
+            fusion: fusion settings (default: :attr:`fusion_config`).
+        """
+        fusion = fusion or self.fusion_config
+        return [
+            fuse_detections(
+                semantic[i, :, :h, :w], detections[i], num_stuff=self.num_stuff,
+                category_ids=self.category_ids, label_divisor=self.label_divisor, fusion=fusion,
+            )
+            for i, (h, w) in enumerate((int(h), int(w)) for h, w in image_sizes)
+        ]
 
     def losses(
         self,
@@ -430,6 +450,47 @@ class EfficientPS(nn.Module):
             out.append({"semantic": semantic[:h, :w], "boxes": boxes, "labels": labels,
                         "masks": masks[:, :h, :w]})
         return out
+
+
+def fuse_detections(
+    semantic_logits: Tensor,
+    detection: Mapping[str, Tensor],
+    *,
+    num_stuff: int,
+    category_ids: Tensor,
+    label_divisor: int,
+    fusion: FusionConfig,
+) -> FusionOutput:
+    """EfficientPS's panoptic fusion of one image's raw network outputs, in float32.
+
+    Args:
+        semantic_logits: Tensor[C, h, w] (any float dtype), cropped to the image's valid size.
+        detection: ``boxes`` Tensor[K, 4], ``scores`` Tensor[K], ``labels`` Tensor[K] int64
+            in ``1..num_things`` (detection classes) and ``mask_logits`` Tensor[K, M, M].
+        num_stuff: stuff classes (the first semantic channels).
+        category_ids: Tensor[C] int64 dataset id of each training index.
+        label_divisor: ``id = category_id * label_divisor + instance``.
+        fusion: the fusion settings.
+
+    Returns:
+        :class:`FusionOutput` on the inputs' device.
+    """
+    h, w = semantic_logits.shape[-2:]
+    with torch.autocast(semantic_logits.device.type, enabled=False):
+        return fuse(
+            semantic_logits.float(),
+            detection["mask_logits"].float(),
+            detection["boxes"].float(),
+            detection["scores"].float(),
+            detection["labels"] + (num_stuff - 1),  # detection class -> training index
+            strategy=fusion.strategy,
+            num_stuff=num_stuff,
+            category_ids=category_ids,
+            label_divisor=label_divisor,
+            score_threshold=fusion.score_threshold,
+            overlap_threshold=fusion.overlap_threshold,
+            stuff_area=fusion.stuff_area_at(h, w),
+        )
 
 
 def _check_sizes(images: Tensor, image_sizes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
