@@ -209,15 +209,12 @@ class SheetSampler:
 
 
 def _caption(image: np.ndarray, text: str) -> None:
-    """Write ``text`` at the top left of ``image`` (white on a dark outline), in place."""
-    scale = max(0.3, image.shape[1] / 700.0)
-    thick = 1
-    (_, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    org = (4, 4 + th)
-    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2,
-                cv2.LINE_AA)
-    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
-                cv2.LINE_AA)
+    """Write ``text`` in white on a darkened strip at the top left of ``image``, in place."""
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.3, image.shape[1] / 700.0)
+    (tw, th), base = cv2.getTextSize(text, font, scale, 1)
+    box = image[: th + base + 6, : tw + 8]
+    box[:] = box // 3
+    cv2.putText(image, text, (4, th + 3), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def contact_sheet(rows: Iterable[SheetRow], label_set: LabelSet, t0_ns: int = 0) -> np.ndarray:
