@@ -247,6 +247,27 @@ def fit_size(height: int, width: int, input_size: InputSize) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def resize_to_fit(image: Tensor, input_size: InputSize) -> Tensor:
+    """Resize an image to its network input size (:func:`fit_size`), on its device.
+
+    Args:
+        image: Tensor[3, H, W] RGB, uint8 or float.
+        input_size: as :func:`fit_size`.
+
+    Returns:
+        ``image`` itself when the size does not change, else Tensor[3, h, w] float32
+        (bilinear, antialiased when shrinking).
+    """
+    h, w = int(image.shape[1]), int(image.shape[2])
+    size = fit_size(h, w, input_size)
+    if size == (h, w):
+        return image
+    return F.interpolate(
+        image[None].float(), size=size, mode="bilinear", align_corners=False,
+        antialias=size[0] < h or size[1] < w,
+    )[0]
+
+
 def _describe(obj: Any) -> str:
     if isinstance(obj, np.ndarray):
         return f"ndarray {obj.dtype} of shape {obj.shape}"
@@ -419,13 +440,7 @@ class Predictor:
             h, w = int(im.shape[0]), int(im.shape[1])
             out_sizes.append((h, w))
             x = self._upload(im, slot).permute(2, 0, 1)  # [3, H, W] uint8 on the device
-            size = fit_size(h, w, self.input_size)
-            if size != (h, w):
-                x = F.interpolate(
-                    x[None].float(), size=size, mode="bilinear", align_corners=False,
-                    antialias=size[0] < h or size[1] < w,
-                )[0]
-            tensors.append(x)
+            tensors.append(resize_to_fit(x, self.input_size))
         batch, sizes = normalize_and_pad(
             tensors, self._mean, self._std, self._divisibility, self.channels_last
         )

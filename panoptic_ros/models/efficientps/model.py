@@ -499,6 +499,8 @@ def _check_sizes(images: Tensor, image_sizes: Sequence[Sequence[int]]) -> list[t
     batch, _, pad_h, pad_w = images.shape
     if len(image_sizes) != batch:
         raise ValueError(f"expected {batch} image sizes, got {len(image_sizes)}")
+    if torch.jit.is_tracing():  # sizes may be graph inputs (0-dim tensors): keep them so
+        return [(h, w) for h, w in image_sizes]
     sizes = [(int(h), int(w)) for h, w in image_sizes]
     for h, w in sizes:
         if not (0 < h <= pad_h and 0 < w <= pad_w):

@@ -1,0 +1,70 @@
+"""``panoptic-ros export``: the EfficientPS network as ONNX or TorchScript for deployment.
+
+The file holds the network up to its raw outputs (semantic logits, boxes, scores, labels,
+mask logits) at a fixed input size; the fusion runs on the host
+(:func:`panoptic_ros.export.panoptic_from_raw`). See :mod:`panoptic_ros.export`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from panoptic_ros.errors import ModelLoadError, UserError
+
+HELP = "export the EfficientPS network (raw outputs, fusion on the host) to ONNX or TorchScript"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``export`` (no torch import here)."""
+    parser.add_argument("--format", required=True, choices=("onnx", "torchscript"),
+                        help="onnx (for onnxruntime / TensorRT) or torchscript")
+    parser.add_argument("--weights", default="demo",
+                        help="EfficientPS checkpoint, or 'demo' for the bundled model (default)")
+    parser.add_argument("--output", required=True, type=Path, help="file to write")
+    parser.add_argument("--input-size", metavar="HxW",
+                        help="fixed network input size, multiples of 32 (default: the "
+                             "checkpoint's input size when it is HxW); images are fitted into "
+                             "it and padded")
+    parser.add_argument("--opset", type=int, default=17,
+                        help="ONNX opset, 11..20 (default 17)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the checkpoint, export, print what was written."""
+    from panoptic_ros.commands.infer import parse_input_size
+    from panoptic_ros.export import FORMATS, OPSETS, export_model
+    from panoptic_ros.inference import Predictor
+
+    if args.format not in FORMATS:  # argparse checks too; kept for direct calls
+        raise UserError(f"--format must be one of {FORMATS}, got {args.format!r}")
+    if args.format == "onnx" and args.opset not in OPSETS:
+        raise UserError(f"--opset must lie in {OPSETS.start}..{OPSETS.stop - 1}, "
+                        f"got {args.opset}")
+    if args.output.is_dir():
+        raise UserError(f"output {args.output} is a folder; give a file name")
+    try:
+        model = Predictor(weights=args.weights, device="cpu").model
+    except (ModelLoadError, ValueError) as err:
+        raise UserError(f"cannot load the model: {err}") from None
+    size = parse_input_size(args.input_size)
+    if size is None:
+        size = (getattr(model, "checkpoint_meta", None) or {}).get("input_size")
+        if not isinstance(size, (list, tuple)):
+            raise UserError("the checkpoint records no HxW input size: give --input-size HxW")
+    elif isinstance(size, int):
+        raise UserError(f"--input-size must be HxW for an export (a fixed size), got "
+                        f"{args.input_size!r}")
+    if args.format == "onnx":
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise UserError("ONNX export needs the 'onnx' package (pip install onnx)") from None
+    try:
+        path = export_model(model, args.output, args.format, tuple(size), args.opset)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    h, w = size
+    print(f"wrote {path} ({args.format}, input 1x3x{h}x{w}, {model.config.variant}, "
+          f"{len(model.label_set)} categories)")
+    return 0
