@@ -250,6 +250,45 @@ def export_onnx(
     return path
 
 
+def fold_constants(path: str | Path, output: str | Path | None = None) -> Path:
+    """Fold an exported ONNX graph's constant subgraphs (onnxruntime's basic optimisations).
+
+    At a fixed input size every shape computation folds away: the graph shrinks by about
+    half and the RPN's ``TopK`` counts become initialisers, as TensorRT's parser requires.
+    The result holds standard ONNX operators only (checked) and keeps the metadata.
+
+    Args:
+        path: an ONNX file written by :func:`export_onnx`.
+        output: where to write the folded graph (default: over ``path``).
+
+    Raises:
+        ImportError: onnxruntime is missing.
+        ValueError: the optimiser produced an operator outside the standard ONNX domain.
+    """
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    path = Path(path)
+    output = path if output is None else Path(output)
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(Path(tmp) / "folded.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath)
+    foreign = sorted({f"{n.domain}.{n.op_type}" for n in graph.graph.node if n.domain})
+    if foreign:
+        raise ValueError(f"constant folding produced non-standard operators {foreign}")
+    standard = [o for o in graph.opset_import if o.domain in ("", "ai.onnx")]
+    del graph.opset_import[:]
+    graph.opset_import.extend(standard)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(output))
+    return output
+
+
 def export_torchscript(model: EfficientPS, path: str | Path, input_size: Sequence[int]) -> Path:
     """Write the network as a traced TorchScript module (same outputs as the ONNX graph).
 
@@ -273,10 +312,16 @@ def export_model(
     fmt: str,
     input_size: Sequence[int],
     opset: int = DEFAULT_OPSET,
+    fold: bool = False,
 ) -> Path:
-    """:func:`export_onnx` or :func:`export_torchscript` by ``fmt`` (one of :data:`FORMATS`)."""
+    """Write ``model`` in format ``fmt`` (one of :data:`FORMATS`).
+
+    ``onnx``: :func:`export_onnx`, then :func:`fold_constants` when ``fold``;
+    ``torchscript``: :func:`export_torchscript`.
+    """
     if fmt == "onnx":
-        return export_onnx(model, path, input_size, opset)
+        path = export_onnx(model, path, input_size, opset)
+        return fold_constants(path) if fold else path
     if fmt == "torchscript":
         return export_torchscript(model, path, input_size)
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")

@@ -157,6 +157,7 @@ def test_torchscript_round_trip(model, checkpoint, torchscript_file):
                    predictor(frame))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript-based exporter
 def test_traceable_group_norm_matches_and_exports_an_empty_batch(tmp_path):
     torch.manual_seed(0)
     norm = torch.nn.GroupNorm(4, 12)
@@ -175,18 +176,26 @@ def test_traceable_group_norm_matches_and_exports_an_empty_batch(tmp_path):
     np.testing.assert_allclose(two, norm(x[:2]).detach().numpy(), atol=1e-5)
 
 
-def test_export_cli(checkpoint, tmp_path, capsys):
+def test_export_cli(model, checkpoint, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
     rc = main(["export", "--format", "onnx", "--weights", str(checkpoint), "--output", str(out),
-               "--opset", "11"])
+               "--opset", "11", "--fold-constants"])
     assert rc == 0 and f"wrote {out} (onnx, input 1x3x64x96" in capsys.readouterr().out
-    assert onnx.load(str(out)).opset_import[0].version == 11
-    assert read_metadata(out)["input_size"] == [64, 96]  # the checkpoint's input size
+    graph = onnx.load(str(out))
+    assert [o.version for o in graph.opset_import] == [11]
+    assert all(node.domain == "" for node in graph.graph.node)
+    # Folded: the RPN's top-k counts are constants, as TensorRT's parser requires.
+    initialisers = {i.name for i in graph.graph.initializer}
+    topk = [n for n in graph.graph.node if n.op_type == "TopK"]
+    assert len(topk) == 4 and all(n.input[1] in initialisers for n in topk)
     meta = read_metadata(out)
+    assert meta["input_size"] == [64, 96]  # the checkpoint's input size
     images, valid = graph_inputs(FRAMES[2], meta)
-    semantic = session(out).run(["semantic_logits"], {"images": images.numpy(),
-                                                      "image_size": valid.numpy()})[0]
-    assert semantic.shape == (1, len(LS), 64, 96)
+    got = session(out).run(None, {"images": images.numpy(), "image_size": valid.numpy()})
+    with torch.no_grad():
+        want = RawOutputs(model, SIZE)(images, valid)
+    torch.testing.assert_close(torch.from_numpy(got[0]), want[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(got[2]), want[2], atol=1e-5, rtol=0)
     ts = tmp_path / "cli.pt"
     rc = main(["export", "--format", "torchscript", "--weights", str(checkpoint),
                "--output", str(ts), "--input-size", "32x64"])
@@ -201,6 +210,8 @@ def test_export_cli(checkpoint, tmp_path, capsys):
         (["--input-size", "64x96", "--opset", "9"], "--opset must lie in 11..20, got 9"),
         (["--weights", "{tmp}/none.pt"], "cannot load the model: checkpoint not found"),
         ([], "records no HxW input size: give --input-size HxW"),
+        (["--format", "torchscript", "--input-size", "64x96", "--fold-constants"],
+         "--fold-constants applies to --format onnx"),
     ],
 )
 def test_export_cli_errors_exit_2_with_one_line(model, tmp_path, capsys, args, message):

@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "it and padded")
     parser.add_argument("--opset", type=int, default=17,
                         help="ONNX opset, 11..20 (default 17)")
+    parser.add_argument("--fold-constants", action="store_true",
+                        help="ONNX: fold the shape computations (onnxruntime), as TensorRT's "
+                             "parser wants them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,8 +63,17 @@ def run(args: argparse.Namespace) -> int:
             import onnx  # noqa: F401
         except ImportError:
             raise UserError("ONNX export needs the 'onnx' package (pip install onnx)") from None
+    if args.fold_constants:
+        if args.format != "onnx":
+            raise UserError("--fold-constants applies to --format onnx")
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise UserError("--fold-constants needs onnxruntime (pip install onnxruntime)"
+                            ) from None
     try:
-        path = export_model(model, args.output, args.format, tuple(size), args.opset)
+        path = export_model(model, args.output, args.format, tuple(size), args.opset,
+                            fold=args.fold_constants)
     except ValueError as err:
         raise UserError(str(err)) from None
     h, w = size
