@@ -140,16 +140,16 @@ class SheetRow:
 
     Attributes:
         key: the frame's header key.
-        image: ndarray[H, W, 3] uint8 RGB camera frame.
         truth: the ground truth.
         pq: the frame's own PQ (All), or ``None`` when not scored.
+        image: ndarray[H, W, 3] uint8 RGB camera frame, once it arrived.
         overlay: ndarray[H, W, 3] uint8 RGB from the node's ``~/overlay``, once it arrived.
     """
 
     key: FrameKey
-    image: np.ndarray
     truth: PanopticResult
     pq: float | None
+    image: np.ndarray | None = None
     overlay: np.ndarray | None = None
 
 
@@ -158,7 +158,8 @@ class SheetSampler:
 
     Keeps every ``stride``-th offered frame; when more than ``capacity`` are held, every other
     one is dropped and the stride doubles, so the kept frames stay evenly spread over the
-    whole run. Overlays arrive on their own topic, after or (rarely) before their frame.
+    whole run. Images and overlays arrive on their own topics, after or before the frame is
+    offered (a frame offered before its image gets it through :meth:`add_image`).
 
     Args:
         rows: rows wanted on the sheet.
@@ -189,19 +190,31 @@ class SheetSampler:
             self._stride *= 2
         return True
 
+    def _row(self, key: FrameKey) -> SheetRow | None:
+        for row in reversed(self._held):
+            if row.key == key:
+                return row
+        return None
+
+    def add_image(self, key: FrameKey, image: np.ndarray) -> None:
+        """Attach the camera image to a frame offered without it (if that frame is kept)."""
+        row = self._row(key)
+        if row is not None:
+            row.image = image
+
     def add_overlay(self, key: FrameKey, image: np.ndarray) -> None:
         """Attach the node's overlay to its frame (held back briefly if it came first)."""
-        for row in self._held:
-            if row.key == key:
-                row.overlay = image
-                return
+        row = self._row(key)
+        if row is not None:
+            row.overlay = image
+            return
         self._early[key] = image  # its frame not offered yet (or not kept: falls out soon)
         while len(self._early) > 4:
             self._early.popitem(last=False)
 
     def pick(self) -> list[SheetRow]:
-        """Up to ``rows`` frames that have their overlay, evenly spaced, oldest first."""
-        ready = [r for r in self._held if r.overlay is not None]
+        """Up to ``rows`` complete frames (image and overlay), evenly spaced, oldest first."""
+        ready = [r for r in self._held if r.overlay is not None and r.image is not None]
         if len(ready) <= self.rows:
             return ready
         index = np.linspace(0, len(ready) - 1, self.rows).round().astype(int)
@@ -235,11 +248,12 @@ def contact_sheet(rows: Iterable[SheetRow], label_set: LabelSet, t0_ns: int = 0)
     rows = list(rows)
     if not rows:
         raise ValueError("a contact sheet needs at least one row")
+    for row in rows:
+        if row.overlay is None or row.image is None:
+            raise ValueError(f"row {row.key} has no image or no overlay")
     h, w = rows[0].image.shape[:2]
     lines = []
     for row in rows:
-        if row.overlay is None:
-            raise ValueError(f"row {row.key} has no overlay")
         if row.image.shape[:2] != (h, w) or row.overlay.shape[:2] != (h, w):
             raise ValueError(f"rows must all be {h}x{w}, got {row.image.shape[:2]}")
         panels = [row.image.copy(), row.overlay.copy(),
@@ -328,6 +342,7 @@ class LiveEvaluator:
         self._first_stamp: int | None = None
         self._last_stamp: int | None = None
         self._images: OrderedDict[FrameKey, np.ndarray] = OrderedDict()
+        self._late_images: OrderedDict[FrameKey, Path | None] = OrderedDict()
         self._count_sums: dict[str, int] = {}
         self.count_messages = 0
         self.sampler = SheetSampler(sheet_rows) if sheet_rows > 0 else None
@@ -364,11 +379,21 @@ class LiveEvaluator:
                 self._pair(key, *pair)
 
     def add_image(self, key: FrameKey, image: np.ndarray) -> None:
-        """The camera frame itself (for the dataset files and the contact sheet; optional)."""
+        """The camera frame itself (for the dataset files and the contact sheet; optional).
+
+        It may come before or after its ground truth, and even after the frame was paired.
+        """
         with self._lock:
             pending = self.pairer.truth(key)
             if pending is not None:
                 pending.image = image
+                return
+            if key in self._late_images:  # paired already: complete its files and sheet row
+                path = self._late_images.pop(key)
+                if path is not None:
+                    write_image(path, image)
+                if self.sampler is not None:
+                    self.sampler.add_image(key, image)
                 return
             self._images[key] = image
             while len(self._images) > 8:
@@ -409,15 +434,21 @@ class LiveEvaluator:
         frame_stat = pq_results(truth.result, pred) if self.scored else None
         if frame_stat is not None:
             self.stat += frame_stat
+        late_path = None
         if self._gt_writer is not None:
             self._gt_writer.add(self.paired, truth.result, image, image_suffix=".png")
             self._pred_writer.add(self.paired, pred)
-        if self.sampler is not None and image is not None:
+            late_path = self._gt_writer.image_dir / self._gt_writer.images[-1]["file_name"]
+        if image is None:  # its image is still on the way (another topic)
+            self._late_images[key] = late_path
+            while len(self._late_images) > 16:
+                self._late_images.popitem(last=False)
+        if self.sampler is not None:
             def row() -> SheetRow:
                 pq = None
                 if frame_stat is not None:
                     pq = frame_stat.results(self.truth_labels)["All"]["pq"]
-                return SheetRow(key, image, truth.result, pq)
+                return SheetRow(key, truth.result, pq, image)
 
             self.sampler.offer(key, row)
 

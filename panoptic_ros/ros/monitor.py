@@ -140,6 +140,7 @@ class PanopticMonitor(Node):
         self._diag: dict[str, Any] = {}
         self._diag_time = 0.0
         self.worker_errors = 0
+        self.frames_before_active = 0
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="monitor-worker", daemon=True)
         self._worker.start()
@@ -150,16 +151,19 @@ class PanopticMonitor(Node):
         truth_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         sub = self.create_subscription
         seg = target
+        # Camera topics first: when messages of several topics are ready at once, the executor
+        # serves subscriptions in creation order, so a frame's ground truth usually comes before
+        # its prediction (the evaluator copes with any order).
         self._subs = [
+            sub(PanopticSegmentation, "camera/ground_truth", self._on_truth, truth_qos),
+            sub(Image, "camera/image_raw", self._on_image, reliable),
             sub(PanopticSegmentation, f"{seg}/panoptic", self._on_panoptic, reliable),
             sub(InstanceCounts, f"{seg}/instance_counts", self._on_counts, reliable),
             sub(CategoryArray, f"{seg}/categories", self._on_categories, latched),
             sub(Image, f"{seg}/overlay", self._on_overlay, reliable),
-            sub(PanopticSegmentation, "camera/ground_truth", self._on_truth, truth_qos),
-            sub(Image, "camera/image_raw", self._on_image, reliable),
             sub(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10),
         ]
-        self.panoptic_topic = self._subs[0].topic_name
+        self.panoptic_topic = self._subs[2].topic_name
         self._report = (self.create_timer(float(period), self._log_status)
                         if period > 0 else None)
 
@@ -178,10 +182,16 @@ class PanopticMonitor(Node):
         self._queue.put(("pred", msg, (now_ns - stamp_ns(key)) / 1e9, time.monotonic()))
 
     def _on_truth(self, msg: PanopticSegmentation) -> None:
+        # Frames sent before the node was up (its latched categories mark activation) are not
+        # the node's to answer: counted apart, not as dropped.
+        if not self.categories_received.is_set():
+            self.frames_before_active += 1
+            return
         self._queue.put(("truth", msg))
 
     def _on_image(self, msg: Image) -> None:
-        self._queue.put(("image", msg))
+        if self.categories_received.is_set():
+            self._queue.put(("image", msg))
 
     def _on_overlay(self, msg: Image) -> None:
         self._queue.put(("overlay", msg))
@@ -242,13 +252,16 @@ class PanopticMonitor(Node):
         """Stop evaluating (after what is queued), write the files, return the summary.
 
         The summary is :meth:`LiveEvaluator.close`'s plus ``node``: the panoptic node's last
-        diagnostics values (frames received, processed, dropped, ...).
+        diagnostics values (frames received, processed, dropped, ...), and
+        ``frames_before_node_active``: camera frames ignored because they came before the node's
+        categories (before it was active).
         """
         self._queue.put(None)
         self._worker.join(timeout)
         summary = self.evaluator.close()
         summary["node"] = self.node_diagnostics()[0]
         summary["monitor_errors"] = self.worker_errors
+        summary["frames_before_node_active"] = self.frames_before_active
         return summary
 
 
