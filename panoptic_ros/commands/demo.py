@@ -220,4 +220,8 @@ def run(args: argparse.Namespace) -> int:
     if summary["interrupted"]:
         print("panoptic-ros demo: interrupted; results cover the frames so far", file=sys.stderr)
         return 130
+    if summary["frames_out"] == 0:
+        print(f"panoptic-ros demo: error: the node published no result in {args.duration:g} s "
+              f"(log: {summary['logs']}/node.log)", file=sys.stderr)
+        return 1
     return 0
