@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -97,15 +96,12 @@ StatusCallback = Callable[[str, LiveSnapshot | None, float], None]
 def executable(console_script: str, module: str) -> list[str]:
     """The command of an entry point.
 
-    The console script beside this Python, else on ``PATH``, else ``python -m module`` (a
-    source checkout whose scripts are not installed).
+    The console script beside this Python (this environment's, never another one found on
+    ``PATH``), else ``python -m module`` (a source checkout or a colcon install).
     """
     beside = Path(sys.executable).parent / console_script
     if beside.is_file() and os.access(beside, os.X_OK):
         return [str(beside)]
-    found = shutil.which(console_script)
-    if found:
-        return [found]
     return [sys.executable, "-m", module]
 
 
@@ -122,19 +118,15 @@ def start_process(cmd: list[str], log_path: Path) -> subprocess.Popen:
 def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> int | None:
     """SIGINT (a clean ROS shutdown), then SIGKILL after ``timeout`` s; the exit code."""
     if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
         try:
-            proc.send_signal(signal.SIGINT)
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-        except KeyboardInterrupt:
-            proc.kill()
-            proc.wait(5.0)
-            raise
-        finally:
+            pass
+        finally:  # also when a second Ctrl-C interrupts the wait
             if proc.poll() is None:
                 proc.kill()
-            proc.wait(5.0)
+                proc.wait(5.0)
     return proc.returncode
 
 
@@ -293,6 +285,7 @@ class _Run:
         self.spinner.join(5.0)
 
     def destroy(self) -> None:
+        """Destroy this process's nodes and shut its rclpy context down."""
         self.monitor.destroy_node()
         self.helper.destroy_node()
         rclpy.try_shutdown(context=self.context)
@@ -308,11 +301,10 @@ def run_demo(cfg: DemoConfig, status: StatusCallback | None = None) -> dict[str,
         UserError: the node could not load the model (the reason from its log).
         DemoError: a process died or did not start in time.
     """
-    for var, expected in (("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"),):
-        if os.environ.get(var) != expected:
-            raise DemoError(f"{var} must be {expected} before the demo starts rclpy")
-    if "ROS_DOMAIN_ID" not in os.environ:
-        raise DemoError("ROS_DOMAIN_ID must be set before the demo starts rclpy")
+    if (os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST"
+            or not os.environ.get("ROS_DOMAIN_ID")):
+        raise DemoError("set ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and ROS_DOMAIN_ID before "
+                        "the demo starts rclpy (network safety)")
     status = status or (lambda phase, snap, elapsed: None)
     run = _Run(cfg, status)
     summary: dict[str, Any] | None = None
