@@ -1,0 +1,52 @@
+"""Every benchmark runs at its ``--smoke`` size and prints its ratio line(s), so none can rot.
+
+Each ``bench/bench_*.py`` runs as a subprocess with a bounded timeout, one torch thread (two
+threads on two shared cores spend more time spinning than computing) and the loopback-only ROS
+environment of this test run (:func:`conftest.ros_env`) for those that start rclpy. The times
+they print are not checked: smoke sizes say nothing about speed.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, ros_env
+
+BENCHES = sorted((REPO / "bench").glob("bench_*.py"))
+
+# The line(s) each benchmark must print: its comparison ratios. A new benchmark that is not
+# listed must print at least one line with "ratio" and a number.
+NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+EXPECTED: dict[str, list[str]] = {
+    "bench_fusion.py": [rf"efficientps .*ratio +{NUMBER}x +identical",
+                        rf"panoptic_fpn .*ratio +{NUMBER}x +identical",
+                        rf"^min ratio {NUMBER}x \(target >= 10x\)"],
+    "bench_network.py": [r"^\| model \| params \| backbone params \| GFLOPs .* time / Mask R-CNN",
+                         rf"^\| EfficientPS narrow \| .* \| {NUMBER} \|$",
+                         rf"^\| Mask2Former .* \| {NUMBER} \|$",
+                         r"^\| Mask R-CNN R50-FPN \(torchvision\) \| .* \| 1\.00 \|$"],
+    "bench_pq.py": [rf"ratio panopticapi / ours .* {NUMBER}x",
+                    rf"ratio hotcoco / ours .* {NUMBER}x"],
+    "bench_mask2former_postprocess.py": [rf"^speed-up: min {NUMBER}x"],
+    "bench_node.py": [r"ratio = overhead / forward"],
+}
+DEFAULT = [rf"ratio.*{NUMBER}"]
+TIMEOUT_S = 150
+
+
+@pytest.mark.parametrize("bench", BENCHES, ids=[b.name for b in BENCHES])
+def test_benchmark_smoke_run_prints_its_ratios(bench):
+    proc = subprocess.run(
+        [sys.executable, str(bench), "--smoke"], cwd=REPO, capture_output=True, text=True,
+        timeout=TIMEOUT_S, env=ros_env(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
+    )
+    output = proc.stdout + proc.stderr
+    assert "unrecognized arguments: --smoke" not in output, f"{bench.name} has no --smoke flag"
+    assert proc.returncode == 0, f"{bench.name} --smoke exited {proc.returncode}:\n{output}"
+    for pattern in EXPECTED.get(bench.name, DEFAULT):
+        assert re.search(pattern, proc.stdout, re.MULTILINE), (
+            f"{bench.name} --smoke printed no line matching {pattern!r}:\n{proc.stdout}"
+        )
