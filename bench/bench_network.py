@@ -11,12 +11,12 @@ mostly costs the RPN and the box head on the proposals. FLOPs are counted with
 forced through (score threshold 0: 1000 proposals in the box head, 100 detections in the mask
 head and the fusion), so the count covers the whole network. The torchvision Mask R-CNN
 R50-FPN baseline is built with ``weights=None, weights_backbone=None`` (nothing downloaded) and
-its transform set to keep the input size. Mask2Former is transformers' default
-``Mask2FormerConfig`` (Swin-T backbone, embed 96, depths 2-2-18-2 as transformers ships it; 100
-queries, 6 pixel-decoder and 10 decoder layers) with the 19 Cityscapes classes, random init,
-run through our backend (panoptic inference included); its FLOP count misses the deformable
-attention's ``grid_sample`` (FlopCounterMode counts matmuls and convolutions). ``--smoke`` uses
-a tiny Mask2Former instead.
+its transform set to keep the input size. Mask2Former is the Swin-T configuration of the
+``mask2former-swin-tiny`` checkpoints (Swin embed 96, depths 2-2-6-2, heads 3-6-12-24, window
+7; transformers' defaults for the rest: 100 queries, 6 pixel-decoder and 10 decoder layers,
+256 channels) with the 19 Cityscapes classes, random init, run through our backend (panoptic
+inference included); its FLOP count misses the deformable attention's ``grid_sample``
+(FlopCounterMode counts matmuls and convolutions). ``--smoke`` uses a tiny Mask2Former.
 """
 
 from __future__ import annotations
@@ -84,14 +84,19 @@ def mask2former(tiny: bool = False, force: bool = False) -> torch.nn.Module:
     transformers.logging.set_verbosity_error()
     id2label = {i: c.name for i, c in enumerate(LABELS)}
     kwargs = dict(id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    stages = ["stage1", "stage2", "stage3", "stage4"]
     if tiny:
         backbone = transformers.SwinConfig(
             embed_dim=12, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4,
-            out_features=["stage1", "stage2", "stage3", "stage4"])
+            out_features=stages)
         kwargs.update(backbone_config=backbone, feature_size=32, mask_feature_size=32,
                       hidden_dim=32, encoder_feedforward_dim=32, dim_feedforward=32,
                       encoder_layers=1, decoder_layers=2, num_attention_heads=2,
                       num_queries=10)
+    else:  # Swin-T (transformers' default backbone is deeper: depths 2-2-18-2)
+        kwargs["backbone_config"] = transformers.SwinConfig(
+            embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
+            out_features=stages)
     torch.manual_seed(0)
     config = transformers.Mask2FormerConfig(use_pretrained_backbone=False, **kwargs)
     model = transformers.Mask2FormerForUniversalSegmentation(config)
