@@ -36,7 +36,9 @@ from pathlib import Path
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_STATIC_PEERS", None)
 os.environ.pop("ROS_LOCALHOST_ONLY", None)
-os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 100)
+# The test suite's domain when run from it (test/test_bench_smoke.py), else one of this process.
+os.environ["ROS_DOMAIN_ID"] = (os.environ.get("PANOPTIC_TEST_DOMAIN_ID")
+                               or str(1 + os.getpid() % 100))
 
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
@@ -223,7 +225,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--natural-detections", action="store_true",
                         help="keep the 0.5 score thresholds (random weights: few detections)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CI: one 160x120 frame, network shorter side 96, one run")
     args = parser.parse_args()
+    sizes = SIZES
+    if args.smoke:
+        sizes, args.input_size, args.repeats = ((120, 160),), 96, 1
 
     forced = not args.natural_detections
     predictor = Predictor(PredictorConfig(
@@ -245,7 +252,7 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     try:
-        for h, w in SIZES:
+        for h, w in sizes:
             t = measure(h, w, predictor, loop, args.repeats, sync)
             overhead = sum(t[k] for k in OVERHEAD)
             print(f"{w:>4}x{h:<5} {t['convert']:8.2f} {t['preproc']:8.2f} {t['forward']:9.1f} "

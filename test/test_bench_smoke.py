@@ -31,7 +31,8 @@ EXPECTED: dict[str, list[str]] = {
     "bench_pq.py": [rf"ratio panopticapi / ours .* {NUMBER}x",
                     rf"ratio hotcoco / ours .* {NUMBER}x"],
     "bench_mask2former_postprocess.py": [rf"^speed-up: min {NUMBER}x"],
-    "bench_node.py": [r"ratio = overhead / forward"],
+    "bench_node.py": [rf"^ *[0-9]+x[0-9]+(?: +{NUMBER}){{9}}",  # frame ... overhead ratio
+                      r"ratio = overhead / forward"],
 }
 DEFAULT = [rf"ratio.*{NUMBER}"]
 TIMEOUT_S = 150
