@@ -1,24 +1,22 @@
 """Export of the EfficientPS network to ONNX or TorchScript; the panoptic fusion stays on the host.
 
 The exported graph is the whole network for one image, from the normalised input to the raw
-outputs of both heads; what follows it (thresholding, fusion, id encoding) runs in PyTorch on
+outputs of both heads; what follows it (fusion, id encoding, segment table) runs in PyTorch on
 the host, on the tensors the graph returns (:func:`panoptic_from_raw`)::
 
     inputs  images           float32 [1, 3, H, W]  RGB, (rgb - pixel_mean) / pixel_std, zero-padded
             image_size       int64   [2]           (h, w) of the image inside the padding
     outputs semantic_logits  float32 [1, C, H, W]  stuff classes first, then things
             boxes            float32 [K, 4]        (x0, y0, x1, y1) pixels of the input
-            scores           float32 [K]           descending
+            scores           float32 [K]           descending, above detection_score_threshold
             labels           int64   [K]           detection class, 1..num_things
             mask_logits      float32 [K, 28, 28]   mask logit of each detection's own class
 
 Inside: EfficientNet backbone, two-way FPN, semantic head, RPN (anchors, top-k, NMS), RoIAlign,
 box head, per-class NMS, mask head. ``H`` and ``W`` are fixed at export (multiples of 32); ``K``
-varies, up to ``detections_per_image``. The graph keeps every detection after NMS whatever its
-score (``detection_score_threshold`` 0 inside): a trace follows the data, and a trace that saw
-no detection would keep none. Greedy NMS never lets a lower score suppress a higher one, so
-dropping ``score <= detection_score_threshold`` on the host gives exactly the detections of the
-PyTorch model. Names are :data:`INPUT_NAMES` and :data:`OUTPUT_NAMES`.
+varies from 0 to ``detections_per_image`` (torchvision's NMS is scripted inside the trace, so
+a graph traced on an image without detections still finds them on others, and the reverse).
+Names are :data:`INPUT_NAMES` and :data:`OUTPUT_NAMES`.
 
 ONNX goes through the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``):
 the ``torch.export`` one stops at torchvision's data-dependent NMS. Opsets 11 (RoIAlign and
@@ -75,8 +73,8 @@ METADATA_FORMAT = "panoptic_ros.export/1"
 class TraceableGroupNorm(nn.Module):
     """``nn.GroupNorm`` (4-D input) written with channel means and two small matmuls.
 
-    The exporters write GroupNorm as ``Reshape(N, G, -1)``, which cannot resolve ``-1`` when
-    ``N`` is 0 (an image without detections reaching the mask head). Per-channel means over
+    The exporters write GroupNorm as ``Reshape(N, G, -1)``, which onnxruntime cannot resolve
+    when ``N`` is 0 (an image without detections reaching the mask head). Per-channel means over
     ``H, W`` averaged within each group by a ``[C, G]`` matrix give the same statistics (two-pass,
     biased variance) with no reshape.
     """
@@ -128,7 +126,6 @@ class RawOutputs(nn.Module):
         model = copy.deepcopy(model).float().cpu().eval()
         model = model.to(memory_format=torch.contiguous_format)
         model._dense_impl = model._dense  # not a compiled copy
-        model.roi_heads.score_thresh = 0.0  # see the module docstring
         if traceable_norms:
             _replace_group_norms(model)
         self.model = model
@@ -361,7 +358,7 @@ def panoptic_from_raw(
     valid_size: Sequence[int],
     output_size: Sequence[int] | None = None,
 ) -> PanopticResult:
-    """Host-side end of an exported graph: score threshold, fusion, ids.
+    """Host-side end of an exported graph: fusion, ids, segment table.
 
     Args:
         outputs: the graph's outputs in :data:`OUTPUT_NAMES` order (numpy or torch; a torch
@@ -380,9 +377,7 @@ def panoptic_from_raw(
     semantic, boxes, scores, labels, masks = (torch.as_tensor(o) for o in outputs)
     config = EfficientPSConfig.from_dict(metadata["config"])
     label_set = LabelSet.from_dict(metadata["label_set"])
-    keep = scores > config.detection_score_threshold  # as torchvision's RoI heads
-    detection = {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep],
-                 "mask_logits": masks[keep]}
+    detection = {"boxes": boxes, "scores": scores, "labels": labels, "mask_logits": masks}
     h, w = (int(v) for v in valid_size)
     category_ids = torch.as_tensor(label_set.ids, dtype=torch.int64, device=semantic.device)
     fused = fuse_detections(

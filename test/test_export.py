@@ -49,8 +49,9 @@ def session(path):
 
 @pytest.fixture(scope="module")
 def model():
-    """Random narrow EfficientPS; its detection score threshold is the median score of the
-    frames' detections, so that the host-side threshold drops some and keeps others."""
+    """Random narrow EfficientPS whose detection score threshold is the lowest of the frames'
+    best scores: one frame has no detection at all, the others some (random weights score
+    every class alike)."""
     torch.manual_seed(3)
     config = EfficientPSConfig.from_dict({
         "variant": "narrow", "rpn_pre_nms_test": 100, "rpn_post_nms_test": 10,
@@ -61,8 +62,12 @@ def model():
     meta = {"config": config.to_dict(), "input_size": list(SIZE)}
     raw = RawOutputs(model, SIZE)
     with torch.no_grad():
-        scores = torch.cat([raw(*graph_inputs(f, meta))[2] for f in FRAMES])
-    threshold = float(scores.median())
+        scores = [raw(*graph_inputs(f, meta))[2] for f in FRAMES]
+    # Halfway between the lowest best score and the next score above it: no score sits near
+    # the threshold (onnxruntime's scores differ from PyTorch's in the 8th digit).
+    lowest = min(float(s.max()) for s in scores)
+    above = torch.cat(scores)
+    threshold = (lowest + float(above[above > lowest].min())) / 2
     model.config = dataclasses.replace(config, detection_score_threshold=threshold)
     model.roi_heads.score_thresh = threshold
     return model
@@ -110,7 +115,8 @@ def test_onnx_raw_outputs_match_pytorch(model, onnx_file):
         assert bool((scores[:-1] >= scores[1:]).all())  # descending
         assert bool((boxes[:, 2] <= valid[1]).all())  # clipped to the image, not the padding
         counts.append(len(scores))
-    assert len(set(counts)) > 1  # the detection count is dynamic in the graph
+    # The detection count is dynamic in the graph, zero included (the mask head's GroupNorm).
+    assert 0 in counts and len(set(counts)) > 2
 
 
 def check_same(result, expected) -> None:
@@ -126,17 +132,16 @@ def test_onnx_outputs_fused_on_the_host_equal_the_predictor(model, checkpoint, o
     predictor = Predictor(weights=str(checkpoint), device="cpu")
     assert predictor.input_size == SIZE
     runner = session(onnx_file)
-    kept = dropped = things = 0
+    things = 0
     for frame in FRAMES:
         images, valid = graph_inputs(frame, meta)
         outputs = runner.run(None, {"images": images.numpy(), "image_size": valid.numpy()})
         result = panoptic_from_raw(outputs, meta, valid.tolist(), frame.shape[:2])
         expected = predictor(frame)
         check_same(result, expected)
-        above = int((outputs[2] > model.config.detection_score_threshold).sum())
-        kept, dropped = kept + above, dropped + len(outputs[2]) - above
+        assert bool((outputs[2] > model.config.detection_score_threshold).all())
         things += sum(s.is_thing for s in result.segments)
-    assert kept > 0 and dropped > 0 and things > 0
+    assert things > 0
 
 
 def test_torchscript_round_trip(model, checkpoint, torchscript_file):
@@ -190,11 +195,14 @@ def test_export_cli(model, checkpoint, tmp_path, capsys):
     assert len(topk) == 4 and all(n.input[1] in initialisers for n in topk)
     meta = read_metadata(out)
     assert meta["input_size"] == [64, 96]  # the checkpoint's input size
-    images, valid = graph_inputs(FRAMES[2], meta)
+    raw = RawOutputs(model, SIZE)
+    with torch.no_grad():  # the frame with the most detections
+        inputs, want = max(((graph_inputs(f, meta), raw(*graph_inputs(f, meta)))
+                            for f in FRAMES), key=lambda pair: len(pair[1][2]))
+    images, valid = inputs
     got = session(out).run(None, {"images": images.numpy(), "image_size": valid.numpy()})
-    with torch.no_grad():
-        want = RawOutputs(model, SIZE)(images, valid)
     torch.testing.assert_close(torch.from_numpy(got[0]), want[0], atol=1e-4, rtol=0)
+    assert len(got[2]) > 0
     torch.testing.assert_close(torch.from_numpy(got[2]), want[2], atol=1e-5, rtol=0)
     ts = tmp_path / "cli.pt"
     rc = main(["export", "--format", "torchscript", "--weights", str(checkpoint),
