@@ -29,9 +29,19 @@ pixels; pixel ``(x, y)`` lies inside a box when its centre ``(x + 0.5, y + 0.5)`
 are never kept. Instance ids are ``1..`` per category in descending score order, counting only
 detections that end up with pixels.
 
-The overlap filter is sequential by nature (each detection is compared with the union of the
-kept ones before it). It runs box by box on the CPU and as a batched fixed-point update on
-other devices; both are exact (see :func:`overlap_filter`). Pasting is two batched matmuls.
+Two execution paths give the same output, selected by device (:data:`BOX_LOOP_DEVICES`):
+
+* *Box by box* (the CPU): every detection is pasted, filtered and fused only inside its box
+  window, in a Python loop over detections (a batched op would need ``K x H x W`` memory and
+  work). ``FL`` is exactly 0 outside a detection's box, so the dense argmax equals a sequence of
+  strict ``>`` updates inside each kept box, in score order, plus one rule outside the boxes:
+  where every stuff logit is negative, the first kept detection's ``FL = 0`` wins (see
+  :func:`_fused_logit_walk`). Only the semantic pass is dense, in row blocks that stay in cache.
+* *Batched* (other devices): all masks pasted at once, the overlap filter as a fixed-point
+  update (:func:`greedy_overlap_filter`), ``FL`` of the kept detections in chunks.
+
+The semantic pass (:func:`_semantic_pass`) needs no softmax: the argmax class's probability is
+``1 / sum_c exp(l_c - max_c l_c)``, summed per segment in float64.
 """
 
 from __future__ import annotations
@@ -51,13 +61,31 @@ MASK_LOGIT_SCALE = 4.0
 """EfficientPS scales pasted mask logits by 4 (``ML_A``) before fusing."""
 
 BOX_LOOP_DEVICES = ("cpu",)
-"""Device types on which the overlap filter walks the detections box by box."""
+"""Device types on which fusion works box by box (paste, overlap filter and ``FL``)."""
 
 STRATEGIES = ("efficientps", "panoptic_fpn")
 """Fusion strategies accepted by :func:`fuse`."""
 
 CHUNK_ELEMENTS = 1 << 25
-"""Detections are fused in chunks of at most this many ``K x H x W`` elements (memory bound)."""
+"""Batched path: detections are pasted and fused in chunks of at most this many ``K x H x W``
+elements (memory bound)."""
+
+BLOCK_ELEMENTS = {"cpu": 1 << 19}
+"""Semantic pass: logits (``C x rows x W``) per row block, by device type; a CPU block and its
+two temporaries stay in cache. Other devices: :data:`DEFAULT_BLOCK_ELEMENTS`."""
+
+DEFAULT_BLOCK_ELEMENTS = 1 << 26
+"""Semantic pass block on devices not in :data:`BLOCK_ELEMENTS` (bounds temporary memory)."""
+
+LANES = 8
+"""Semantic pass: interleaved accumulators of the per-slot probability sums."""
+
+LOG2E = 1.4426950408889634
+"""``log2(e)``: ``exp(x) = exp2(x * LOG2E)``."""
+
+VECTOR_PAD = 64
+"""Window buffers for ``FL`` are padded to a multiple of this many elements (see
+:func:`_fused_logit_window`)."""
 
 
 @dataclass
@@ -69,11 +97,11 @@ class FusionOutput:
     without pixels are simply absent from the map.
 
     Attributes:
-        index_map: Tensor[H, W] int64 slot per pixel.
+        index_map: Tensor[H, W] int32 slot per pixel.
         values: Tensor[1 + S + K] int64 panoptic id per slot
             (``category_id * label_divisor + instance``; slot 0 -> 0).
         scores: Tensor[1 + S + K] float32: mean class probability over its pixels for stuff,
-            detection score for instances, 0 for void.
+            detection score for instances, 0 for void and for stuff slots without pixels.
         num_stuff: ``S``.
     """
 
@@ -108,14 +136,40 @@ def box_interior(boxes: Tensor, size: Sequence[int]) -> tuple[Tensor, Tensor]:
     return rows, cols
 
 
-def _bilinear_weights(lo: Tensor, hi: Tensor, n_out: int, m: int) -> Tensor:
-    """Tensor[K, n_out, m]: weights that resample ``m`` mask cells onto output pixels ``[lo, hi)``.
+def box_windows(boxes: Tensor, size: Sequence[int]) -> list[tuple[int, int, int, int]]:
+    """Each box's interior as a pixel window: the rows and columns of :func:`box_interior`.
+
+    Args:
+        boxes: Tensor[K, 4] float ``(x0, y0, x1, y1)``.
+        size: ``(H, W)``.
+
+    Returns:
+        K host tuples ``(x0, y0, x1, y1)`` of ints: pixel ``(y, x)`` is inside box ``k`` iff
+        ``x0 <= x < x1`` and ``y0 <= y < y1``; an empty interior has ``x1 == x0`` or
+        ``y1 == y0``. One host sync.
+    """
+    rows, cols = box_interior(boxes, size)
+    spans = []
+    for inside in (cols, rows):
+        n = inside.shape[1]
+        index = torch.arange(n, device=boxes.device)
+        lo = torch.where(inside, index, n).amin(1)
+        hi = torch.where(inside, index + 1, 0).amax(1)
+        spans += [lo, torch.maximum(hi, lo)]
+    x0, x1, y0, y1 = spans
+    return [tuple(s) for s in torch.stack([x0, y0, x1, y1], 1).tolist()]
+
+
+def _bilinear_weights(lo: Tensor, hi: Tensor, n_out: int, m: int, start: int = 0) -> Tensor:
+    """Tensor[K, n_out, m]: weights resampling ``m`` mask cells onto pixels ``start..+n_out``.
 
     Output pixel centre ``p + 0.5`` maps to mask coordinate
     ``t = (p + 0.5 - lo) / (hi - lo) * m - 0.5``, clamped to ``[0, m - 1]`` (border
-    replication, as ``F.interpolate(..., align_corners=False)``); pixels outside get weight 0.
+    replication, as ``F.interpolate(..., align_corners=False)``); pixels outside ``[lo, hi)``
+    get weight 0. Each weight depends only on its own pixel: a window of pixels gets exactly the
+    rows of the whole-image matrix.
     """
-    centres = torch.arange(n_out, device=lo.device, dtype=torch.float32) + 0.5
+    centres = torch.arange(start, start + n_out, device=lo.device, dtype=torch.float32) + 0.5
     lo, hi = lo.float()[:, None], hi.float()[:, None]
     t = (centres - lo) / (hi - lo).clamp(min=1e-6) * m - 0.5
     inside = (centres >= lo) & (centres < hi)
@@ -127,7 +181,7 @@ def _bilinear_weights(lo: Tensor, hi: Tensor, n_out: int, m: int) -> Tensor:
 def paste_mask_logits(mask_logits: Tensor, boxes: Tensor, size: Sequence[int]) -> Tensor:
     """Paste per-box mask logits into full images, batched (no loop over boxes).
 
-    Bilinear resampling is separable, so each box's pasted map is ``Wy @ M @ Wx^T`` with
+    Bilinear resampling is separable, so each box's pasted map is ``(Wy @ M) @ Wx^T`` with
     per-box interpolation matrices; two batched matmuls paste all boxes at once, exactly as a
     per-box ``F.interpolate(bilinear, align_corners=False)`` of the mask to the box would.
 
@@ -146,6 +200,28 @@ def paste_mask_logits(mask_logits: Tensor, boxes: Tensor, size: Sequence[int]) -
     wy = _bilinear_weights(boxes[:, 1], boxes[:, 3], h, mh)  # [K, H, M]
     wx = _bilinear_weights(boxes[:, 0], boxes[:, 2], w, mw)  # [K, W, M]
     return torch.bmm(torch.bmm(wy, mask_logits.float()), wx.transpose(1, 2))
+
+
+def paste_mask_window(mask_logits: Tensor, box: Tensor, window: Sequence[int]) -> Tensor:
+    """One box's pasted mask logits inside its window, no full-image tensor.
+
+    The same products in the same order as :func:`paste_mask_logits` (``(Wy @ M) @ Wx^T`` with
+    the window's rows of ``Wy`` and ``Wx``); outside the box interior the pasted logits are 0
+    anyway.
+
+    Args:
+        mask_logits: Tensor[M, M] float.
+        box: Tensor[4] float ``(x0, y0, x1, y1)``.
+        window: ``(x0, y0, x1, y1)`` pixel window (:func:`box_windows`), not empty.
+
+    Returns:
+        Tensor[y1 - y0, x1 - x0] float32, equal to ``paste_mask_logits(...)[k, y0:y1, x0:x1]``.
+    """
+    x0, y0, x1, y1 = window
+    mh, mw = mask_logits.shape
+    wy = _bilinear_weights(box[1:2], box[3:4], y1 - y0, mh, start=y0)[0]  # [h, M]
+    wx = _bilinear_weights(box[0:1], box[2:3], x1 - x0, mw, start=x0)[0]  # [w, M]
+    return wy @ mask_logits.float() @ wx.T
 
 
 # -- overlap filter ------------------------------------------------------------------------
@@ -194,14 +270,43 @@ def greedy_overlap_filter(
     return keep, owner.to(torch.int64)
 
 
+def _claim(
+    claimed: Tensor, window: Sequence[int], binary: Tensor, overlap_threshold: float,
+    new_pixels: bool = False,
+) -> Tensor | bool:
+    """One step of the sequential overlap filter, inside one box window (host decision).
+
+    Args:
+        claimed: Tensor[H, W] bool, pixels of the masks kept so far; updated in place.
+        window: ``(x0, y0, x1, y1)`` of the mask's box; the mask is empty outside.
+        binary: Tensor[y1 - y0, x1 - x0] bool, the mask inside the window.
+        overlap_threshold: largest claimed fraction that still keeps a mask.
+        new_pixels: return the pixels the mask claims first instead of ``True``.
+
+    Returns:
+        ``False`` when the mask is empty or overlaps too much; else ``True`` or, with
+        ``new_pixels``, Tensor[y1 - y0, x1 - x0] bool ``binary & ~claimed`` (before the update).
+    """
+    x0, y0, x1, y1 = window
+    area = int(binary.sum())
+    if area == 0:
+        return False
+    taken = claimed[y0:y1, x0:x1]
+    if int((binary & taken).sum()) / area > overlap_threshold:  # float64, as the batched filter
+        return False
+    new = binary & ~taken if new_pixels else True
+    taken |= binary
+    return new
+
+
 def greedy_overlap_filter_boxes(
     masks: Tensor, boxes: Tensor, candidates: Tensor, overlap_threshold: float
 ) -> tuple[Tensor, Tensor]:
     """The same decisions as :func:`greedy_overlap_filter`, one mask at a time inside its box.
 
     Every step touches only the pixels of one box, so the work is the sum of the box areas
-    instead of ``K x H x W`` per round: the cheaper choice on a CPU, where kernel launches cost
-    little. One host sync reads the boxes; the decisions stay on the device.
+    instead of ``K x H x W`` per round: the cheaper choice on a CPU, where kernel launches and
+    host syncs (one per mask) cost little.
 
     Args:
         masks: Tensor[K, H, W] bool in priority order, empty outside each mask's box.
@@ -216,28 +321,19 @@ def greedy_overlap_filter_boxes(
     k, h, w = masks.shape
     device = masks.device
     owner = torch.full((h, w), k, dtype=torch.int64, device=device)
-    if k == 0:
-        return torch.zeros(0, dtype=torch.bool, device=device), owner
-    # Pixel ranges of the box centres, widened by a pixel (the masks are empty there anyway).
-    lo = torch.floor(boxes[:, :2] - 0.5).long() - 1
-    hi = torch.ceil(boxes[:, 2:] - 0.5).long() + 1
-    limits = torch.tensor([w, h], device=device)
-    spans = torch.cat([lo.clamp(min=0), torch.minimum(hi, limits)], 1).tolist()
-    area_f = masks.reshape(k, -1).sum(1).to(torch.float64)
-    eligible = candidates & (area_f > 0)
     claimed = torch.zeros((h, w), dtype=torch.bool, device=device)
-    keep = []
-    for i, (x0, y0, x1, y1) in enumerate(spans):
-        mask = masks[i, y0:y1, x0:x1]
-        taken = claimed[y0:y1, x0:x1]
-        overlap = (mask & taken).sum().to(torch.float64) / area_f[i].clamp(min=1)
-        ok = eligible[i] & (overlap <= overlap_threshold)
-        keep.append(ok)
-        new = mask & ok
-        region = owner[y0:y1, x0:x1]
-        region.masked_fill_(new & ~taken, i)
-        taken |= new
-    return torch.stack(keep), owner
+    keep = [False] * k
+    for i, (window, candidate) in enumerate(
+        zip(box_windows(boxes, (h, w)), candidates.tolist(), strict=True)
+    ):
+        x0, y0, x1, y1 = window
+        if not candidate or x1 == x0 or y1 == y0:
+            continue
+        new = _claim(claimed, window, masks[i, y0:y1, x0:x1], overlap_threshold, True)
+        if new is not False:
+            keep[i] = True
+            owner[y0:y1, x0:x1].masked_fill_(new, i)
+    return torch.tensor(keep, dtype=torch.bool, device=device), owner
 
 
 def overlap_filter(
@@ -305,7 +401,7 @@ def fuse(
     overlap_threshold: float = 0.5,
     stuff_area: float = 0.0,
 ) -> FusionOutput:
-    """Panoptic fusion of one image (see the module docstring for the rules).
+    """Panoptic fusion of one image (see the module docstring for the rules and the paths).
 
     Args:
         semantic_logits: Tensor[C, H, W] float at the output resolution.
@@ -330,35 +426,26 @@ def fuse(
     _check_inputs(semantic_logits, mask_logits, boxes, scores, labels, num_stuff, category_ids)
     semantic_logits = semantic_logits.float()
     c, h, w = semantic_logits.shape
+    s = num_stuff
     order = torch.sort(scores, descending=True, stable=True).indices
     mask_logits, boxes = mask_logits[order], boxes[order].float()
     scores, labels = scores[order].float(), labels[order]
     k = boxes.shape[0]
-    owner = torch.full((h, w), k, dtype=torch.int64, device=semantic_logits.device)
-    if k:
-        # Pasted logits are kept for the FL step when all detections fit one chunk.
-        chunk = max(1, CHUNK_ELEMENTS // (h * w))
-        pasted = paste_mask_logits(mask_logits, boxes, (h, w)) if k <= chunk else None
-        if pasted is not None:
-            binary = pasted > 0
-        else:
-            binary = torch.cat([
-                paste_mask_logits(mask_logits[s:s + chunk], boxes[s:s + chunk], (h, w)) > 0
-                for s in range(0, k, chunk)
-            ])
-        keep, first = overlap_filter(
-            binary, boxes, scores >= score_threshold, overlap_threshold
+    settings = dict(efficientps=strategy == "efficientps", num_stuff=s,
+                    score_threshold=score_threshold, overlap_threshold=overlap_threshold)
+    # Instance slots (S + 1 + k) first; the semantic pass fills in the rest.
+    index_map = torch.zeros((h, w), dtype=torch.int32, device=semantic_logits.device)
+    outside = None
+    if k and semantic_logits.device.type in BOX_LOOP_DEVICES:
+        outside = _box_local_instances(
+            semantic_logits, mask_logits, boxes, scores, labels, index_map, **settings
         )
-        del binary
-        if strategy == "panoptic_fpn":
-            owner = first
-        else:
-            owner = _fused_logit_owner(
-                semantic_logits, mask_logits, boxes, labels, keep, num_stuff, pasted, chunk
-            )
+    elif k:
+        owner = _batched_owner(semantic_logits, mask_logits, boxes, scores, labels, **settings)
+        index_map = torch.where(owner < k, owner + (1 + s), 0).to(torch.int32)
+    area, prob_sum = _semantic_pass(semantic_logits, index_map, s, 1 + s + k, outside)
     return _assemble(
-        semantic_logits, owner, scores, labels, num_stuff, category_ids, label_divisor,
-        stuff_area,
+        index_map, area, prob_sum, scores, labels, s, category_ids, label_divisor, stuff_area
     )
 
 
@@ -372,6 +459,183 @@ def panoptic_fpn_fusion(*args, **kwargs) -> FusionOutput:
     return fuse(*args, strategy="panoptic_fpn", **kwargs)
 
 
+# -- box-by-box path (CPU) -----------------------------------------------------------------
+def _box_local_instances(
+    semantic_logits: Tensor,
+    mask_logits: Tensor,
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    index_map: Tensor,
+    *,
+    efficientps: bool,
+    num_stuff: int,
+    score_threshold: float,
+    overlap_threshold: float,
+) -> tuple[int, tuple[int, int, int, int]] | None:
+    """Paste, filter and (EfficientPS) fuse the sorted detections one box window at a time.
+
+    A Python loop over detections: each step touches only its window (a batched op would need
+    ``K x H x W`` memory). Decisions are host values (free on the CPU).
+
+    Args:
+        index_map: Tensor[H, W] int32, 0 everywhere; instance slots ``S + 1 + k`` are written
+            in place.
+        Others as :func:`fuse`, detections sorted by descending score.
+
+    Returns:
+        :func:`_fused_logit_walk`'s rule for the pixels outside the kept boxes, or ``None``.
+    """
+    h, w = index_map.shape
+    s = num_stuff
+    claimed = torch.zeros((h, w), dtype=torch.bool, device=index_map.device)
+    candidates, classes = (scores >= score_threshold).tolist(), labels.tolist()
+    kept = []
+    for i, window in enumerate(box_windows(boxes, (h, w))):
+        x0, y0, x1, y1 = window
+        if not candidates[i] or x1 == x0 or y1 == y0:
+            continue
+        pasted = paste_mask_window(mask_logits[i], boxes[i], window)
+        new = _claim(claimed, window, pasted > 0, overlap_threshold, not efficientps)
+        if new is False:
+            continue
+        if efficientps:
+            kept.append((s + 1 + i, window, classes[i], pasted))
+        else:
+            index_map[y0:y1, x0:x1].masked_fill_(new, s + 1 + i)
+    if not kept:
+        return None
+    return _fused_logit_walk(semantic_logits, kept, index_map, s)
+
+
+def _fused_logit_walk(
+    semantic_logits: Tensor,
+    kept: list[tuple[int, tuple[int, int, int, int], int, Tensor]],
+    index_map: Tensor,
+    num_stuff: int,
+) -> tuple[int, tuple[int, int, int, int]] | None:
+    """EfficientPS's argmax over ``[stuff; FL of the kept detections]``, box by box.
+
+    An argmax with ties to the lower channel is a scan over the channels in order that replaces
+    the running maximum only by a strictly greater value. ``FL_k`` is exactly 0 outside box
+    ``k`` (``ML_A = ML_B = 0``), so, starting from the stuff maximum, kept detection ``k`` (in
+    score order) wins a pixel inside its box where ``FL_k > best`` and outside it where
+    ``0 > best``. ``best`` never decreases: after the first kept detection, ``best >= 0``
+    outside its box, so the second rule can fire only inside the first kept box; outside the
+    union ``U`` of the kept boxes the first kept detection wins exactly where the stuff maximum
+    is negative, which :func:`_semantic_pass` applies there. Inside ``U`` this function writes
+    the winners.
+
+    Args:
+        semantic_logits: Tensor[C, H, W] float32.
+        kept: ``(slot, window, class, pasted)`` per kept detection in score order: its slot,
+            box window ``(x0, y0, x1, y1)``, semantic class and Tensor[h, w] pasted logits
+            (consumed).
+        index_map: Tensor[H, W] int32, written in place inside ``U``.
+        num_stuff: ``S``; with no stuff classes a zero channel stands in, so ``FL <= 0`` stays
+            unclaimed.
+
+    Returns:
+        ``(slot of the first kept detection, U as (x0, y0, x1, y1))``, or ``None`` without
+        stuff classes (nothing outside ``U`` can be won).
+    """
+    s = num_stuff
+    windows = [window for _, window, _, _ in kept]
+    ux0, uy0 = min(x0 for x0, _, _, _ in windows), min(y0 for _, y0, _, _ in windows)
+    ux1, uy1 = max(x1 for _, _, x1, _ in windows), max(y1 for _, _, _, y1 in windows)
+    region = index_map[uy0:uy1, ux0:ux1]
+    if s:
+        best = semantic_logits[:s, uy0:uy1, ux0:ux1].amax(0)
+    else:
+        best = semantic_logits.new_zeros((uy1 - uy0, ux1 - ux0))
+    first_slot, (fx0, fy0, fx1, fy1) = kept[0][0], windows[0]
+    fx0, fy0, fx1, fy1 = fx0 - ux0, fy0 - uy0, fx1 - ux0, fy1 - uy0
+    negative = s > 0 and float(best.amin()) < 0
+    if negative:  # the first kept detection outside its box (inside U)
+        take = best < 0
+        take[fy0:fy1, fx0:fx1] = False
+        region.masked_fill_(take, first_slot)
+        best.masked_fill_(take, 0.0)
+    first_best, first_region = best[fy0:fy1, fx0:fx1], region[fy0:fy1, fx0:fx1]
+    for n, (slot, (x0, y0, x1, y1), cls, pasted) in enumerate(kept):
+        fused = _fused_logit_window(pasted, semantic_logits[cls, y0:y1, x0:x1])
+        x0, y0, x1, y1 = x0 - ux0, y0 - uy0, x1 - ux0, y1 - uy0
+        if n and negative:  # detection n outside its box: only inside the first box now
+            take = first_best < 0
+            iy0, iy1, ix0, ix1 = max(y0, fy0), min(y1, fy1), max(x0, fx0), min(x1, fx1)
+            if iy1 > iy0 and ix1 > ix0:
+                take[iy0 - fy0:iy1 - fy0, ix0 - fx0:ix1 - fx0] = False
+            first_region.masked_fill_(take, slot)
+            first_best.masked_fill_(take, 0.0)
+        sub = best[y0:y1, x0:x1]
+        better = fused > sub
+        torch.maximum(sub, fused, out=sub)
+        region[y0:y1, x0:x1].masked_fill_(better, slot)
+        if negative:
+            negative = float(first_best.amin()) < 0
+    return (first_slot, (ux0, uy0, ux1, uy1)) if s else None
+
+
+def _fused_logit_window(pasted: Tensor, semantic: Tensor) -> Tensor:
+    """``FL`` over one box window, Tensor[h, w] float32.
+
+    Args:
+        pasted: Tensor[h, w] float32 pasted mask logits (``ML_A / 4``).
+        semantic: Tensor[h, w] float32 (any strides), the class's semantic logits (``ML_B``).
+
+    Both sigmoids run as one call on a buffer whose halves are padded to :data:`VECTOR_PAD`
+    elements: torch evaluates ``exp`` in vector registers except in a loop's scalar tail, whose
+    rounding may differ in the last bit; with the padding no pixel of the window lies in a tail,
+    as in a whole-image evaluation (one thread), so ``FL`` equals the batched path's bit for bit.
+    """
+    h, w = pasted.shape
+    n = h * w
+    half = -(-n // VECTOR_PAD) * VECTOR_PAD
+    buf = pasted.new_empty(2 * half)
+    buf[n:half].zero_()
+    buf[half + n:].zero_()
+    ml_a, ml_b = buf[:n], buf[half:half + n]
+    torch.mul(pasted.reshape(n), MASK_LOGIT_SCALE, out=ml_a)
+    ml_b.view(h, w).copy_(semantic)
+    sig = torch.sigmoid(buf)
+    fused = sig[:n].add_(sig[half:half + n]).mul_(ml_a.add_(ml_b))
+    return fused.view(h, w)
+
+
+# -- batched path (other devices) ----------------------------------------------------------
+def _batched_owner(
+    semantic_logits: Tensor,
+    mask_logits: Tensor,
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    *,
+    efficientps: bool,
+    num_stuff: int,
+    score_threshold: float,
+    overlap_threshold: float,
+) -> Tensor:
+    """Tensor[H, W] int64: each pixel's winning detection (``K`` for none), batched.
+
+    All masks pasted (in chunks of :data:`CHUNK_ELEMENTS`), the fixed-point overlap filter,
+    then the first kept mask per pixel (Panoptic FPN) or the ``FL`` argmax (EfficientPS).
+    """
+    c, h, w = semantic_logits.shape
+    k = boxes.shape[0]
+    chunk = max(1, CHUNK_ELEMENTS // (h * w))
+    binary = torch.cat([
+        paste_mask_logits(mask_logits[s:s + chunk], boxes[s:s + chunk], (h, w)) > 0
+        for s in range(0, k, chunk)
+    ])
+    keep, first = greedy_overlap_filter(
+        binary.reshape(k, -1), scores >= score_threshold, overlap_threshold
+    )
+    del binary
+    if not efficientps:
+        return first.reshape(h, w)
+    return _fused_logit_owner(semantic_logits, mask_logits, boxes, labels, keep, num_stuff, chunk)
+
+
 def _fused_logit_owner(
     semantic_logits: Tensor,
     mask_logits: Tensor,
@@ -379,41 +643,119 @@ def _fused_logit_owner(
     labels: Tensor,
     keep: Tensor,
     num_stuff: int,
-    pasted: Tensor | None,
     chunk: int,
 ) -> Tensor:
     """Tensor[H, W] int64: the kept detection whose FL wins each pixel over stuff, K for none.
 
-    ``pasted`` holds all pasted logits, or is ``None`` to paste ``chunk`` detections at a time.
+    ``FL`` of the kept detections only (one host sync finds them), ``chunk`` at a time, each
+    pasted again: a running argmax where a later chunk must be strictly better, so the result
+    equals one argmax over ``[stuff; FL of the kept]`` with ties to the lower channel.
     """
     c, h, w = semantic_logits.shape
     k = boxes.shape[0]
     owner = torch.full((h, w), k, dtype=torch.int64, device=semantic_logits.device)
-    rows, cols = box_interior(boxes, (h, w))
     if num_stuff:
         best_value = semantic_logits[:num_stuff].amax(0)
     else:  # no stuff channels: a zero channel stands in, so FL <= 0 stays unclaimed
         best_value = semantic_logits.new_zeros((h, w))
-    # Running argmax over chunks of detections; a later chunk must be strictly better, so the
-    # result equals one argmax over [stuff; FL_0 .. FL_K-1] with ties to the lower channel.
-    for s in range(0, k, chunk):
-        e = min(k, s + chunk)
-        part = paste_mask_logits(mask_logits[s:e], boxes[s:e], (h, w)) if pasted is None \
-            else pasted
-        ml_a = part.mul_(MASK_LOGIT_SCALE)
-        ml_b = semantic_logits[labels[s:e]].mul_(rows[s:e, :, None] & cols[s:e, None, :])
+    kept = keep.nonzero()[:, 0]
+    for s in range(0, kept.shape[0], chunk):
+        index = kept[s:s + chunk]
+        ml_a = paste_mask_logits(mask_logits[index], boxes[index], (h, w)).mul_(MASK_LOGIT_SCALE)
+        rows, cols = box_interior(boxes[index], (h, w))
+        ml_b = semantic_logits[labels[index]].mul_(rows[:, :, None] & cols[:, None, :])
         fused = torch.sigmoid(ml_a).add_(torch.sigmoid(ml_b)).mul_(ml_a.add_(ml_b))
-        fused.masked_fill_(~keep[s:e, None, None], float("-inf"))
-        value, index = fused.max(0)  # first index among ties; much faster than argmax(0)
+        value, winner = fused.max(0)  # first index among ties; much faster than argmax(0)
         better = value > best_value
         best_value = torch.where(better, value, best_value)
-        owner = torch.where(better, index + s, owner)
+        owner = torch.where(better, index[winner], owner)
     return owner
 
 
+# -- semantic pass and assembly ------------------------------------------------------------
+def _semantic_pass(
+    logits: Tensor,
+    index_map: Tensor,
+    num_stuff: int,
+    slots: int,
+    outside: tuple[int, tuple[int, int, int, int]] | None,
+) -> tuple[Tensor, Tensor]:
+    """Stuff slots of the semantic argmax, per-slot areas and probability sums, in row blocks.
+
+    All float ops that torch vectorises over a block of ``C x rows x W`` logits (``max(0)``
+    with indices and ``argmax(0)`` are not vectorised):
+
+    * argmax: with ``d_c = l_c - max_c l_c``, ``sign(d_c)`` is 0 exactly at the maximal
+      channels and -1 elsewhere, so ``max_c(w_c + BIG * sign(d_c))`` is the largest ``w`` among
+      the maximal channels. ``w`` decreases with the channel (ties go to the lower one) and is
+      congruent to the slot modulo ``2**e > S``: ``(S - c) * 2**e + c + 1`` for stuff class
+      ``c`` (slot ``c + 1``), ``2**e`` for every thing class (slot 0, void: a thing argmax is
+      void unless an instance claims the pixel).
+    * probability of the argmax class, no softmax: ``1 / sum_c exp(d_c)``, with
+      ``exp(d) = exp2(d * log2(e))`` (torch's float32 ``exp2`` is several times faster than its
+      ``exp``; relative error below 1e-6 per pixel), summed per slot in float64.
+
+    Args:
+        logits: Tensor[C, H, W] float32.
+        index_map: Tensor[H, W] int32: instance slots (``> S``), 0 elsewhere; the stuff slot
+            of the semantic argmax (or 0, void) is written where it is 0, in place.
+        num_stuff: ``S``.
+        slots: ``1 + S + K``.
+        outside: ``(slot, (x0, y0, x1, y1))``: pixels outside that window whose stuff maximum
+            is negative take ``slot`` (:func:`_fused_logit_walk`); or ``None``.
+
+    Returns:
+        ``area`` Tensor[slots] int64 pixels per slot and ``prob_sum`` Tensor[slots] float64,
+        the sum of the argmax class's probability over each slot's pixels.
+    """
+    c, h, w = logits.shape
+    s = num_stuff
+    device = logits.device
+    e = s.bit_length()  # 2**e > S
+    channel = torch.arange(c, dtype=torch.float64, device=device)
+    weight = torch.where(channel < s, (s - channel) * 2**e + channel + 1, 2**e)
+    big = 2.0 ** (s * 2**e + s + 1).bit_length()  # > every weight
+    # Weights (and weight - big) are integers; float32 holds them exactly below 2**24.
+    code_dtype = torch.float32 if big <= 2**24 else torch.float64
+    weight = weight.to(code_dtype)[:, None, None]
+    elements = BLOCK_ELEMENTS.get(device.type, DEFAULT_BLOCK_ELEMENTS)
+    rows = max(1, min(h, elements // max(1, c * w)))
+    diff = torch.empty((c, rows, w), dtype=torch.float32, device=device)
+    code = torch.empty((c, rows, w), dtype=code_dtype, device=device)
+    # Probability sums interleave LANES accumulators: consecutive pixels (mostly one slot)
+    # would otherwise form one serial chain of float64 additions.
+    lane = torch.arange(rows * w, dtype=torch.int32, device=device) % LANES * slots
+    area = torch.zeros(slots, dtype=torch.int64, device=device)
+    prob_sum = torch.zeros(slots, dtype=torch.float64, device=device)
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        block = logits[:, r0:r1]
+        d = torch.sub(block, block.amax(0), out=diff[:, :r1 - r0])
+        sign = torch.sign(d, out=code[:, :r1 - r0])
+        top = torch.add(weight, sign, alpha=big, out=sign).amax(0)
+        stuff = top.to(torch.int32).bitwise_and_(2**e - 1)
+        out = index_map[r0:r1]
+        torch.maximum(out, stuff, out=out)  # instance slots exceed stuff slots
+        if outside is not None:
+            slot, (x0, y0, x1, y1) = outside
+            take = logits[:s, r0:r1].amax(0) < 0
+            if y0 < r1 and y1 > r0:
+                take[max(y0, r0) - r0:min(y1, r1) - r0, x0:x1] = False
+            out.masked_fill_(take, slot)
+        prob = torch.sum(d.mul_(LOG2E).exp2_(), 0).reciprocal_()
+        flat = out.view(-1)
+        area += torch.bincount(flat, minlength=slots)
+        laned = torch.add(flat, lane[:flat.shape[0]])
+        prob_sum += torch.bincount(
+            laned, weights=prob.view(-1).double(), minlength=LANES * slots
+        ).view(LANES, slots).sum(0)
+    return area, prob_sum
+
+
 def _assemble(
-    semantic_logits: Tensor,
-    owner: Tensor,
+    index_map: Tensor,
+    area: Tensor,
+    prob_sum: Tensor,
     scores: Tensor,
     labels: Tensor,
     num_stuff: int,
@@ -421,33 +763,26 @@ def _assemble(
     label_divisor: int,
     stuff_area: float,
 ) -> FusionOutput:
-    """Slots, ids and scores from the instance owner map ([H, W], K = none) and the semantics."""
-    c, h, w = semantic_logits.shape
+    """Small stuff regions to void, ids and scores (``index_map`` is changed in place)."""
     k = scores.shape[0]
     s = num_stuff
-    device = semantic_logits.device
-    semantic = semantic_logits.max(0).indices
-    prob = torch.softmax(semantic_logits, 0).gather(0, semantic[None])[0]
-    is_instance = owner < k
-    stuff_pixel = ~is_instance & (semantic < s)
-    stuff_slot = torch.where(stuff_pixel, semantic, s)  # s = not stuff
-    stuff_area_px = torch.bincount(stuff_slot.reshape(-1), minlength=s + 1)
-    big_enough = stuff_area_px >= stuff_area
-    big_enough[s] = False
-    stuff_slot = torch.where(big_enough[stuff_slot], stuff_slot, s)
-    index_map = torch.where(
-        is_instance, owner + (1 + s), torch.where(stuff_slot < s, stuff_slot + 1, 0)
-    )
-
-    stuff_kept_area = torch.bincount(stuff_slot.reshape(-1), minlength=s + 1)[:s]
-    prob_sum = torch.zeros(s + 1, dtype=torch.float64, device=device).index_add_(
-        0, stuff_slot.reshape(-1), prob.reshape(-1).to(torch.float64)
-    )[:s]
-    stuff_scores = (prob_sum / stuff_kept_area.clamp(min=1)).float()
+    c = category_ids.shape[0]
+    device = index_map.device
+    stuff_px = area[1:s + 1]
+    big_enough = stuff_px >= stuff_area
+    if device.type not in BOX_LOOP_DEVICES or bool((stuff_px > 0).gt(big_enough).any()):
+        lut = torch.arange(1 + s + k, dtype=torch.int32, device=device)
+        lut[1:s + 1] *= big_enough
+        flat = index_map.view(-1)
+        step = BLOCK_ELEMENTS.get(device.type, DEFAULT_BLOCK_ELEMENTS)
+        for start in range(0, flat.shape[0], step):  # in place, a cache-sized part at a time
+            part = flat[start:start + step]
+            part.copy_(lut.index_select(0, part))
+    stuff_scores = (torch.where(big_enough, prob_sum[1:s + 1], 0.0)
+                    / stuff_px.clamp(min=1)).float()
 
     # Instance ids: 1.. per category, in score order, over detections that kept pixels.
-    instance_area = torch.bincount(owner.reshape(-1), minlength=k + 1)[:k]
-    per_class = F.one_hot(labels, c) * (instance_area > 0)[:, None]
+    per_class = F.one_hot(labels, c) * (area[s + 1:] > 0)[:, None]
     rank = per_class.cumsum(0).gather(1, labels[:, None])[:, 0]
     category_ids = category_ids.to(device=device, dtype=torch.int64)
     zero = torch.zeros(1, dtype=torch.int64, device=device)
