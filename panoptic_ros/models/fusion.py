@@ -94,12 +94,13 @@ class FusionOutput:
 
     Pixels point at *slots*: slot 0 is void, slots ``1..S`` the stuff classes (training index
     ``slot - 1``), slots ``S + 1 .. S + K`` the detections in descending score order. Slots
-    without pixels are simply absent from the map.
+    without pixels are simply absent from the map. A stuff class whose region is smaller than
+    the stuff area threshold keeps its slot, with value 0 (void) and score 0.
 
     Attributes:
         index_map: Tensor[H, W] int32 slot per pixel.
         values: Tensor[1 + S + K] int64 panoptic id per slot
-            (``category_id * label_divisor + instance``; slot 0 -> 0).
+            (``category_id * label_divisor + instance``; 0 = void).
         scores: Tensor[1 + S + K] float32: mean class probability over its pixels for stuff,
             detection score for instances, 0 for void and for stuff slots without pixels.
         num_stuff: ``S``.
@@ -113,7 +114,18 @@ class FusionOutput:
     @property
     def ids(self) -> Tensor:
         """Tensor[H, W] int32 panoptic id map (0 = void)."""
-        return self.values[self.index_map].to(torch.int32)
+        return lookup_ids(self.values, self.index_map)
+
+
+def lookup_ids(values: Tensor, index_map: Tensor) -> Tensor:
+    """Tensor[h, w] int32 ``values[index_map]``, through an int32 table (no int64 image).
+
+    Args:
+        values: Tensor[N] int64 panoptic id per slot, below 2**31.
+        index_map: Tensor[h, w] int32 or int64 slots.
+    """
+    flat = values.to(torch.int32).index_select(0, index_map.reshape(-1))
+    return flat.view(index_map.shape)
 
 
 # -- pasting -------------------------------------------------------------------------------
@@ -160,22 +172,25 @@ def box_windows(boxes: Tensor, size: Sequence[int]) -> list[tuple[int, int, int,
     return [tuple(s) for s in torch.stack([x0, y0, x1, y1], 1).tolist()]
 
 
-def _bilinear_weights(lo: Tensor, hi: Tensor, n_out: int, m: int, start: int = 0) -> Tensor:
-    """Tensor[K, n_out, m]: weights resampling ``m`` mask cells onto pixels ``start..+n_out``.
+def _bilinear_weights(lo: Tensor, hi: Tensor, centres: Tensor, m: int) -> Tensor:
+    """Tensor[..., m]: weights resampling ``m`` mask cells onto output pixels.
 
-    Output pixel centre ``p + 0.5`` maps to mask coordinate
-    ``t = (p + 0.5 - lo) / (hi - lo) * m - 0.5``, clamped to ``[0, m - 1]`` (border
-    replication, as ``F.interpolate(..., align_corners=False)``); pixels outside ``[lo, hi)``
-    get weight 0. Each weight depends only on its own pixel: a window of pixels gets exactly the
-    rows of the whole-image matrix.
+    Output pixel centre ``c`` (``p + 0.5``, float32) maps to mask coordinate
+    ``t = (c - lo) / (hi - lo) * m - 0.5``, clamped to ``[0, m - 1]`` (border replication, as
+    ``F.interpolate(..., align_corners=False)``); pixels outside ``[lo, hi)`` get weight 0.
+    ``lo``, ``hi`` (float32 box edges) broadcast against ``centres``. Each weight depends only on
+    its own pixel and box, so any selection of pixels gets exactly the whole image's weights.
     """
-    centres = torch.arange(start, start + n_out, device=lo.device, dtype=torch.float32) + 0.5
-    lo, hi = lo.float()[:, None], hi.float()[:, None]
     t = (centres - lo) / (hi - lo).clamp(min=1e-6) * m - 0.5
     inside = (centres >= lo) & (centres < hi)
-    cells = torch.arange(m, device=lo.device, dtype=torch.float32)
+    cells = torch.arange(m, device=centres.device, dtype=torch.float32)
     weights = (1.0 - (t.clamp(0, m - 1)[..., None] - cells).abs()).clamp(min=0)
     return weights * inside[..., None]
+
+
+def _centres(n: int, device: torch.device) -> Tensor:
+    """Tensor[n] float32 pixel centres ``0.5 .. n - 0.5``."""
+    return torch.arange(n, device=device, dtype=torch.float32) + 0.5
 
 
 def paste_mask_logits(mask_logits: Tensor, boxes: Tensor, size: Sequence[int]) -> Tensor:
@@ -197,9 +212,40 @@ def paste_mask_logits(mask_logits: Tensor, boxes: Tensor, size: Sequence[int]) -
     k, mh, mw = mask_logits.shape
     if k == 0:
         return mask_logits.new_zeros((0, h, w), dtype=torch.float32)
-    wy = _bilinear_weights(boxes[:, 1], boxes[:, 3], h, mh)  # [K, H, M]
-    wx = _bilinear_weights(boxes[:, 0], boxes[:, 2], w, mw)  # [K, W, M]
-    return torch.bmm(torch.bmm(wy, mask_logits.float()), wx.transpose(1, 2))
+    boxes = boxes.float()
+    wy = _bilinear_weights(boxes[:, 1:2], boxes[:, 3:4], _centres(h, boxes.device), mh)
+    wx = _bilinear_weights(boxes[:, 0:1], boxes[:, 2:3], _centres(w, boxes.device), mw)
+    return torch.bmm(torch.bmm(wy, mask_logits.float()), wx.transpose(1, 2))  # [K, H, W]
+
+
+def _window_weights(
+    boxes: Tensor, windows: Sequence[Sequence[int]], m: int, axis: int
+) -> list[Tensor]:
+    """Interpolation matrices of many box windows along one axis, computed in one go.
+
+    Args:
+        boxes: Tensor[N, 4] float32 ``(x0, y0, x1, y1)``.
+        windows: N windows ``(x0, y0, x1, y1)`` (:func:`box_windows`).
+        m: mask cells along the axis.
+        axis: 0 for rows (``Wy``), 1 for columns (``Wx``).
+
+    Returns:
+        N tensors Tensor[n_i, m] float32: the rows of :func:`paste_mask_logits`'s matrices for
+        the window's pixels (``n_i = y1 - y0`` or ``x1 - x0``).
+    """
+    device = boxes.device
+    starts = [window[1 - axis] for window in windows]
+    lengths = [window[3 - axis] - window[1 - axis] for window in windows]
+    owner = torch.repeat_interleave(
+        torch.arange(len(windows), device=device), torch.tensor(lengths, device=device)
+    )
+    shift = torch.tensor(
+        [start - offset for start, offset in zip(starts, np.cumsum([0] + lengths[:-1]))],
+        device=device,
+    )
+    pixels = torch.arange(owner.shape[0], device=device) + shift[owner]  # ints < 2**24: exact
+    lo, hi = boxes[owner, 1 - axis], boxes[owner, 3 - axis]
+    return list(_bilinear_weights(lo, hi, pixels.float() + 0.5, m).split(lengths))
 
 
 def paste_mask_window(mask_logits: Tensor, box: Tensor, window: Sequence[int]) -> Tensor:
@@ -217,10 +263,14 @@ def paste_mask_window(mask_logits: Tensor, box: Tensor, window: Sequence[int]) -
     Returns:
         Tensor[y1 - y0, x1 - x0] float32, equal to ``paste_mask_logits(...)[k, y0:y1, x0:x1]``.
     """
-    x0, y0, x1, y1 = window
+    boxes = box.float()[None]
     mh, mw = mask_logits.shape
-    wy = _bilinear_weights(box[1:2], box[3:4], y1 - y0, mh, start=y0)[0]  # [h, M]
-    wx = _bilinear_weights(box[0:1], box[2:3], x1 - x0, mw, start=x0)[0]  # [w, M]
+    wy, wx = _window_weights(boxes, [window], mh, 0), _window_weights(boxes, [window], mw, 1)
+    return _paste_window(mask_logits, wy[0], wx[0])
+
+
+def _paste_window(mask_logits: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
+    """``(wy @ M) @ wx^T``: Tensor[h, w] float32 from Tensor[M, M], Tensor[h, M], Tensor[w, M]."""
     return wy @ mask_logits.float() @ wx.T
 
 
@@ -288,11 +338,12 @@ def _claim(
         ``new_pixels``, Tensor[y1 - y0, x1 - x0] bool ``binary & ~claimed`` (before the update).
     """
     x0, y0, x1, y1 = window
-    area = int(binary.sum())
+    area = int(binary.sum(dtype=torch.int32))  # a window has fewer than 2**31 pixels
     if area == 0:
         return False
     taken = claimed[y0:y1, x0:x1]
-    if int((binary & taken).sum()) / area > overlap_threshold:  # float64, as the batched filter
+    # Python's float64 division, as the batched filter's
+    if int((binary & taken).sum(dtype=torch.int32)) / area > overlap_threshold:
         return False
     new = binary & ~taken if new_pixels else True
     taken |= binary
@@ -490,12 +541,19 @@ def _box_local_instances(
     s = num_stuff
     claimed = torch.zeros((h, w), dtype=torch.bool, device=index_map.device)
     candidates, classes = (scores >= score_threshold).tolist(), labels.tolist()
+    todo = [(i, window) for i, (window, candidate) in enumerate(
+        zip(box_windows(boxes, (h, w)), candidates, strict=True)
+    ) if candidate and window[2] > window[0] and window[3] > window[1]]
+    if not todo:
+        return None
+    index, windows = zip(*todo, strict=True)
+    selected = boxes[list(index)]
+    mh, mw = mask_logits.shape[1:]
+    wys, wxs = _window_weights(selected, windows, mh, 0), _window_weights(selected, windows, mw, 1)
     kept = []
-    for i, window in enumerate(box_windows(boxes, (h, w))):
+    for i, window, wy, wx in zip(index, windows, wys, wxs, strict=True):
         x0, y0, x1, y1 = window
-        if not candidates[i] or x1 == x0 or y1 == y0:
-            continue
-        pasted = paste_mask_window(mask_logits[i], boxes[i], window)
+        pasted = _paste_window(mask_logits[i], wy, wx)
         new = _claim(claimed, window, pasted > 0, overlap_threshold, not efficientps)
         if new is False:
             continue
@@ -548,32 +606,29 @@ def _fused_logit_walk(
         best = semantic_logits[:s, uy0:uy1, ux0:ux1].amax(0)
     else:
         best = semantic_logits.new_zeros((uy1 - uy0, ux1 - ux0))
-    first_slot, (fx0, fy0, fx1, fy1) = kept[0][0], windows[0]
-    fx0, fy0, fx1, fy1 = fx0 - ux0, fy0 - uy0, fx1 - ux0, fy1 - uy0
-    negative = s > 0 and float(best.amin()) < 0
-    if negative:  # the first kept detection outside its box (inside U)
-        take = best < 0
-        take[fy0:fy1, fx0:fx1] = False
-        region.masked_fill_(take, first_slot)
-        best.masked_fill_(take, 0.0)
-    first_best, first_region = best[fy0:fy1, fx0:fx1], region[fy0:fy1, fx0:fx1]
+    # Pixels of U where `0 > best` can still fire: few (every stuff logit negative), so they
+    # are kept as a list of (y, x) rather than rescanned densely at every step.
+    if s and float(best.amin()) < 0:
+        ys, xs = (best < 0).nonzero().unbind(1)
+    else:
+        ys = xs = torch.zeros(0, dtype=torch.int64, device=best.device)
     for n, (slot, (x0, y0, x1, y1), cls, pasted) in enumerate(kept):
         fused = _fused_logit_window(pasted, semantic_logits[cls, y0:y1, x0:x1])
         x0, y0, x1, y1 = x0 - ux0, y0 - uy0, x1 - ux0, y1 - uy0
-        if n and negative:  # detection n outside its box: only inside the first box now
-            take = first_best < 0
-            iy0, iy1, ix0, ix1 = max(y0, fy0), min(y1, fy1), max(x0, fx0), min(x1, fx1)
-            if iy1 > iy0 and ix1 > ix0:
-                take[iy0 - fy0:iy1 - fy0, ix0 - fx0:ix1 - fx0] = False
-            first_region.masked_fill_(take, slot)
-            first_best.masked_fill_(take, 0.0)
+        if ys.shape[0]:  # detection n outside its box where 0 > best (inside U)
+            take = ~((ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1))
+            if n:
+                take &= best[ys, xs] < 0
+            region[ys[take], xs[take]] = slot
+            best[ys[take], xs[take]] = 0.0
         sub = best[y0:y1, x0:x1]
         better = fused > sub
         torch.maximum(sub, fused, out=sub)
         region[y0:y1, x0:x1].masked_fill_(better, slot)
-        if negative:
-            negative = float(first_best.amin()) < 0
-    return (first_slot, (ux0, uy0, ux1, uy1)) if s else None
+        if ys.shape[0]:  # best >= 0 outside the first box from here on
+            still = best[ys, xs] < 0
+            ys, xs = ys[still], xs[still]
+    return (kept[0][0], (ux0, uy0, ux1, uy1)) if s else None
 
 
 def _fused_logit_window(pasted: Tensor, semantic: Tensor) -> Tensor:
@@ -725,30 +780,28 @@ def _semantic_pass(
     # Probability sums interleave LANES accumulators: consecutive pixels (mostly one slot)
     # would otherwise form one serial chain of float64 additions.
     lane = torch.arange(rows * w, dtype=torch.int32, device=device) % LANES * slots
-    area = torch.zeros(slots, dtype=torch.int64, device=device)
-    prob_sum = torch.zeros(slots, dtype=torch.float64, device=device)
+    prob_sum = torch.zeros(LANES * slots, dtype=torch.float64, device=device)
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
         block = logits[:, r0:r1]
         d = torch.sub(block, block.amax(0), out=diff[:, :r1 - r0])
         sign = torch.sign(d, out=code[:, :r1 - r0])
         top = torch.add(weight, sign, alpha=big, out=sign).amax(0)
-        stuff = top.to(torch.int32).bitwise_and_(2**e - 1)
         out = index_map[r0:r1]
-        torch.maximum(out, stuff, out=out)  # instance slots exceed stuff slots
+        torch.maximum(out, top.to(torch.int32).bitwise_and_(2**e - 1), out=out)  # instances win
         if outside is not None:
             slot, (x0, y0, x1, y1) = outside
-            take = logits[:s, r0:r1].amax(0) < 0
+            take = block[:s].amax(0) < 0
             if y0 < r1 and y1 > r0:
                 take[max(y0, r0) - r0:min(y1, r1) - r0, x0:x1] = False
             out.masked_fill_(take, slot)
-        prob = torch.sum(d.mul_(LOG2E).exp2_(), 0).reciprocal_()
+        prob = torch.sum(d.mul_(LOG2E).exp2_(), 0).reciprocal_().view(-1).double()
         flat = out.view(-1)
-        area += torch.bincount(flat, minlength=slots)
-        laned = torch.add(flat, lane[:flat.shape[0]])
         prob_sum += torch.bincount(
-            laned, weights=prob.view(-1).double(), minlength=LANES * slots
-        ).view(LANES, slots).sum(0)
+            flat + lane[:flat.shape[0]], weights=prob, minlength=LANES * slots
+        )
+    area = torch.bincount(index_map.view(-1), minlength=slots)
+    prob_sum = prob_sum.view(LANES, slots).sum(0)
     return area, prob_sum
 
 
@@ -763,21 +816,12 @@ def _assemble(
     label_divisor: int,
     stuff_area: float,
 ) -> FusionOutput:
-    """Small stuff regions to void, ids and scores (``index_map`` is changed in place)."""
-    k = scores.shape[0]
+    """Ids and scores per slot; stuff slots below ``stuff_area`` pixels get id 0 (void)."""
     s = num_stuff
     c = category_ids.shape[0]
     device = index_map.device
     stuff_px = area[1:s + 1]
-    big_enough = stuff_px >= stuff_area
-    if device.type not in BOX_LOOP_DEVICES or bool((stuff_px > 0).gt(big_enough).any()):
-        lut = torch.arange(1 + s + k, dtype=torch.int32, device=device)
-        lut[1:s + 1] *= big_enough
-        flat = index_map.view(-1)
-        step = BLOCK_ELEMENTS.get(device.type, DEFAULT_BLOCK_ELEMENTS)
-        for start in range(0, flat.shape[0], step):  # in place, a cache-sized part at a time
-            part = flat[start:start + step]
-            part.copy_(lut.index_select(0, part))
+    big_enough = stuff_px >= stuff_area  # the others become void through their value
     stuff_scores = (torch.where(big_enough, prob_sum[1:s + 1], 0.0)
                     / stuff_px.clamp(min=1)).float()
 
@@ -786,9 +830,10 @@ def _assemble(
     rank = per_class.cumsum(0).gather(1, labels[:, None])[:, 0]
     category_ids = category_ids.to(device=device, dtype=torch.int64)
     zero = torch.zeros(1, dtype=torch.int64, device=device)
-    values = torch.cat(
-        [zero, category_ids[:s] * label_divisor, category_ids[labels] * label_divisor + rank]
-    )
+    values = torch.cat([
+        zero, category_ids[:s] * label_divisor * big_enough,
+        category_ids[labels] * label_divisor + rank,
+    ])
     slot_scores = torch.cat([zero.float(), stuff_scores, scores.float()])
     return FusionOutput(index_map=index_map, values=values, scores=slot_scores, num_stuff=s)
 
@@ -869,7 +914,7 @@ def to_panoptic_result(
     table = torch.cat(
         [output.values[:, None], areas[:, None], boxes, output.scores[:, None].double()], 1
     ).to(torch.float64)  # [count, 7]; ids < 2**31 are exact in float64
-    ids = output.values[index_map].to(torch.int32).cpu().numpy()
+    ids = lookup_ids(output.values, index_map).cpu().numpy()
     table_np = table.cpu().numpy()
     present = (table_np[:, 1] > 0) & (table_np[:, 0] != VOID)
     rows = np.flatnonzero(present)
