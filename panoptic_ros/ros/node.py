@@ -555,6 +555,8 @@ class PanopticSegmentationNode(LifecycleNode):
                 result = filter_categories(result, keep)
             self._publish(result, header, rgb)
         except Exception as err:  # noqa: BLE001 - keep serving the next frame
+            if not self.context.ok():  # shutting down (SIGINT) while this frame was in flight
+                return
             self._stats.error(f"{type(err).__name__}: {err}")
             log.error(f"processing failed ({where}): {err}", throttle_duration_sec=5.0)
             return
