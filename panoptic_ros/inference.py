@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,15 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from panoptic_ros import models
 from panoptic_ros.categories import LabelSet, check_label_divisor, get_label_set
 from panoptic_ros.errors import ModelLoadError
+from panoptic_ros.models import DEMO_WEIGHTS  # noqa: F401 - re-exported for users
 from panoptic_ros.models.preprocess import normalize_and_pad
 from panoptic_ros.result import PanopticResult
 
 _log = logging.getLogger(__name__)
 
-DEMO_WEIGHTS = Path(__file__).resolve().parent / "models" / "weights" / "demo.pt"
-"""The bundled demo model (narrow EfficientPS trained on the synthetic scenes)."""
 
 PRECISIONS: dict[str, torch.dtype | None] = {
     "fp32": None,
@@ -391,9 +390,10 @@ class Predictor:
                     f"cannot build a random {config.variant!r} model: {err}"
                 ) from None
         if config.weights == "demo":
-            if not DEMO_WEIGHTS.is_file():
-                raise ModelLoadError(f"bundled demo model not found at {DEMO_WEIGHTS}")
-            return load_model(DEMO_WEIGHTS)
+            demo = models.DEMO_WEIGHTS
+            if not demo.is_file():
+                raise ModelLoadError(f"bundled demo model not found at {demo}")
+            return load_model(demo)
         return load_model(config.weights)
 
     def release(self) -> None:

@@ -211,10 +211,10 @@ def test_result_from_msg_inverts_panoptic_msg():
 
 # -- command line ----------------------------------------------------------------------------
 def test_missing_weights_is_one_line_and_exit_2(tmp_path, monkeypatch):
-    from panoptic_ros import inference
+    from panoptic_ros import models
     from panoptic_ros.commands.demo import parse_size, resolve_weights
 
-    monkeypatch.setattr(inference, "DEMO_WEIGHTS", tmp_path / "no_demo.pt")
+    monkeypatch.setattr(models, "DEMO_WEIGHTS", tmp_path / "no_demo.pt")
     with pytest.raises(UserError, match="bundled demo model is missing"):
         resolve_weights("demo")
     assert resolve_weights("random") == ""

@@ -81,11 +81,11 @@ def resolve_weights(text: str) -> str:
     if text == "random":
         return ""
     if text == "demo":
-        from panoptic_ros.inference import DEMO_WEIGHTS
+        from panoptic_ros import models  # no torch: this check is instant
 
-        if not DEMO_WEIGHTS.is_file():
+        if not models.DEMO_WEIGHTS.is_file():
             raise UserError(
-                f"the bundled demo model is missing ({DEMO_WEIGHTS}); train it with "
+                f"the bundled demo model is missing ({models.DEMO_WEIGHTS}); train it with "
                 "'panoptic-ros train --config config/train_demo.yaml' or pass --weights PATH")
         return "demo"
     path = Path(text).expanduser()
