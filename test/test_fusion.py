@@ -11,11 +11,14 @@ from reference_fusion import reference_fusion, reference_paste
 from panoptic_ros.categories import LabelSet, synthetic
 from panoptic_ros.models.efficientps.config import FusionConfig
 from panoptic_ros.models.fusion import (
+    box_interior,
+    box_windows,
     efficientps_fusion,
     fuse,
     greedy_overlap_filter,
     greedy_overlap_filter_boxes,
     paste_mask_logits,
+    paste_mask_window,
     resize_index_map,
     segment_stats_torch,
     to_panoptic_result,
@@ -362,7 +365,7 @@ def test_fusion_equals_reference_on_random_inputs(strategy, seed, batched, monke
     res = to_panoptic_result(out, LS, DIV)
     assert {s.id for s in res.segments} == set(scores_ref)
     for s in res.segments:
-        assert s.score == pytest.approx(scores_ref[s.id], abs=1e-5)
+        assert s.score == pytest.approx(scores_ref[s.id], rel=1e-6)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -384,6 +387,7 @@ def test_result_segments_equal_from_ids(strategy):
 def test_chunked_fusion_equals_one_pass(monkeypatch):
     import panoptic_ros.models.fusion as fusion
 
+    monkeypatch.setattr(fusion, "BOX_LOOP_DEVICES", ())  # chunks exist on the batched path
     sem, masks, boxes, scores, labels = random_case(5, k=12)
     kw = dict(num_stuff=S, category_ids=CATS, label_divisor=DIV)
     one = fuse(sem, masks, boxes, scores, labels, **kw)
@@ -391,3 +395,190 @@ def test_chunked_fusion_equals_one_pass(monkeypatch):
     chunked = fuse(sem, masks, boxes, scores, labels, **kw)
     assert torch.equal(one.index_map, chunked.index_map)
     assert torch.equal(one.values, chunked.values)
+    assert len(np.unique(one.ids.numpy())) > 3
+
+
+# -- box-by-box path (CPU) against the batched path and the reference ---------------------
+def edge_case(seed: int, h: int = 23, w: int = 31, k: int = 14, *, negative_stuff=False,
+              num_stuff: int = S):
+    """Inputs with the awkward parts: boxes over and beyond the borders, boxes thinner than a
+    pixel or without a pixel centre, empty masks, duplicate detections (equal FL, equal
+    score), logits on a 0.5 grid (exact ties between classes, FL = 0 against a 0 stuff
+    maximum), scores on either side of the threshold; optionally every stuff logit negative.
+    """
+    g = torch.Generator().manual_seed(seed)
+    c = LS.num_classes
+    sem = F.avg_pool2d(torch.randn((1, c, h, w), generator=g) * 4, 3, 1, 1)[0] * 3
+    sem = (sem * 2).round() / 2
+    if negative_stuff:
+        sem[:num_stuff] = -sem[:num_stuff].abs() - 0.5
+    xy = torch.rand((k, 2), generator=g) * torch.tensor([w + 8.0, h + 8.0]) - 4
+    wh = torch.rand((k, 2), generator=g) * torch.tensor([w * 0.7, h * 0.7]) + 0.2
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes[0] = torch.tensor([-3.0, -2.0, w + 5.0, h + 1.0])  # beyond every border
+    boxes[1] = torch.tensor([0.0, 0.0, float(w), float(h)])  # exactly the image
+    boxes[2] = torch.tensor([3.2, 4.1, 3.7, 9.0])  # thinner than a pixel, one centre column
+    boxes[3] = torch.tensor([5.6, 2.0, 6.4, 2.3])  # no pixel centre inside
+    boxes[4] = torch.tensor([w - 0.6, h - 0.6, w + 2.0, h + 2.0])  # the corner pixel only
+    masks = F.avg_pool2d(torch.randn((k, 1, 28, 28), generator=g) * 2, 5, 1, 2)[:, 0] * 4 + 1
+    masks = (masks * 2).round() / 2
+    masks[5] = -2.0  # an empty mask
+    scores = ((torch.rand(k, generator=g) * 0.8 + 0.3) * 8).round() / 8
+    labels = torch.randint(num_stuff, c, (k,), generator=g)
+    # A duplicate of detection 6: the same FL everywhere; the stable score order decides.
+    boxes[7], masks[7], scores[7], labels[7] = boxes[6], masks[6], scores[6], labels[6]
+    return sem, masks, boxes, scores, labels
+
+
+def fuse_both_paths(monkeypatch, *args, **kw):
+    """(box-by-box output, batched output) of the same inputs on the CPU."""
+    import panoptic_ros.models.fusion as fusion
+
+    box = fuse(*args, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(fusion, "BOX_LOOP_DEVICES", ())
+        batched = fuse(*args, **kw)
+    return box, batched
+
+
+def assert_same_output(a, b):
+    assert torch.equal(a.index_map, b.index_map)
+    assert torch.equal(a.values, b.values)
+    assert torch.equal(a.scores, b.scores)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize(("seed", "negative_stuff", "num_stuff"), [
+    (0, False, S), (1, False, S), (2, True, S), (3, True, S), (4, False, 0), (5, True, 1),
+])
+def test_box_path_equals_batched_path_and_reference(strategy, seed, negative_stuff, num_stuff,
+                                                    monkeypatch):
+    sem, masks, boxes, scores, labels = edge_case(
+        seed, negative_stuff=negative_stuff, num_stuff=num_stuff
+    )
+    h, w = sem.shape[1:]
+    kw = dict(strategy=strategy, num_stuff=num_stuff, category_ids=CATS, label_divisor=DIV,
+              score_threshold=0.5, overlap_threshold=[0.5, 0.3, 0.8][seed % 3],
+              stuff_area=[0, 9][seed % 2])
+    box, batched = fuse_both_paths(monkeypatch, sem, masks, boxes, scores, labels, **kw)
+    assert_same_output(box, batched)
+    pasted = paste_mask_logits(masks, boxes, (h, w))
+    ids_ref, scores_ref = reference_fusion(strategy, sem, pasted, boxes, scores, labels,
+                                           **{k: v for k, v in kw.items() if k != "strategy"})
+    ids = box.ids.numpy()
+    np.testing.assert_array_equal(ids, ids_ref)
+    assert (ids % DIV > 0).sum() > 0 and len(np.unique(ids)) >= 3  # instances and more
+    res = to_panoptic_result(box, LS, DIV)
+    assert {s.id for s in res.segments} == set(scores_ref)
+    for s in res.segments:
+        assert s.score == pytest.approx(scores_ref[s.id], rel=1e-6)
+
+
+def test_all_stuff_negative_first_kept_detection_wins_outside_boxes(monkeypatch):
+    # Every stuff logit is -1, so FL = 0 of a kept detection beats stuff outside its box: the
+    # first kept detection (highest score) takes every pixel no box claims, the second one
+    # (the only box on the left) also takes, outside its own box, what remains negative
+    # inside the first box.
+    sem = torch.full((LS.num_classes, 6, 12), -1.0)
+    boxes = [(6, 0, 12, 6), (0, 0, 3, 6)]
+    mask_a = torch.full((28, 28), 10.0)
+    mask_a[:, 14:] = -10.0  # left half of box A: FL > 0; right half: FL = (0 + s(-1)) * -41
+    masks = [mask_a, box_mask(10.0)]
+    expected = np.full((6, 12), 1001, np.int32)  # A everywhere outside its box
+    expected[:, 0:3] = 1002  # B inside its box (FL > 0)
+    expected[:, 9:12] = 1002  # A's weak half: FL_A < -1 = best, then 0 of B (outside B) wins
+    for strategy in ("efficientps",):
+        out, batched = fuse_both_paths(
+            monkeypatch, sem, torch.stack(masks), torch.tensor(boxes, dtype=torch.float32),
+            torch.tensor([0.9, 0.8]), torch.tensor([PERSON, PERSON]), strategy=strategy,
+            num_stuff=S, category_ids=CATS, label_divisor=DIV,
+        )
+        assert_same_output(out, batched)
+        np.testing.assert_array_equal(out.ids.numpy(), expected)
+
+
+def test_ties_go_to_the_lower_channel(monkeypatch):
+    sem = torch.zeros((LS.num_classes, 4, 8))
+    sem[SKY, :, :4] = 2.0
+    sem[GROUND, :, :4] = 2.0  # sky and ground tie on the left: sky (lower channel)
+    sem[GROUND, :, 4:] = 3.0
+    sem[PERSON, :, 4:] = 3.0  # ground ties with a thing class on the right: ground
+    _, ids = run("panoptic_fpn", sem)
+    expected = np.full((4, 8), 11000, np.int32)
+    expected[:, 4:] = 12000
+    np.testing.assert_array_equal(ids, expected)
+    # FL equal to the stuff maximum: stuff. mask 0 -> ML_A = 0; ML_B = 0 -> FL = 0 = stuff max.
+    sem = torch.zeros((LS.num_classes, 4, 4))
+    _, ids = run("efficientps", sem, [box_mask(0.0)], [(0, 0, 4, 4)], [0.9], [PERSON],
+                 overlap_threshold=1.0)
+    assert (ids == 11000).all()  # (also: an all-zero mask is empty, never kept)
+    # Two detections with the same FL: the higher score wins every pixel, the other has none.
+    sem = semantic(4, 8, SKY)
+    args = (sem, torch.stack([box_mask(), box_mask()]), torch.tensor([[0.0, 0, 8, 4]] * 2),
+            torch.tensor([0.6, 0.7]), torch.tensor([CAR, PERSON]))
+    out, batched = fuse_both_paths(monkeypatch, *args, num_stuff=S, category_ids=CATS,
+                                   label_divisor=DIV, overlap_threshold=1.0)
+    assert_same_output(out, batched)
+    assert (out.ids.numpy() == 1001).all()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_no_kept_detection(strategy, monkeypatch):
+    sem, masks, boxes, scores, labels = edge_case(9)
+    kw = dict(strategy=strategy, num_stuff=S, category_ids=CATS, label_divisor=DIV)
+    plain = fuse(sem, masks[:0], boxes[:0], scores[:0], labels[:0], **kw)
+    for inputs in ((masks, boxes, scores * 0.1, labels),  # all below the score threshold
+                   (torch.full_like(masks, -1.0), boxes, scores + 1, labels)):  # all empty
+        box, batched = fuse_both_paths(monkeypatch, sem, *inputs, **kw)
+        assert_same_output(box, batched)
+        assert torch.equal(box.ids, plain.ids)
+        assert torch.equal(box.scores[:1 + S], plain.scores)
+
+
+@pytest.mark.parametrize("elements", [1, 3 * 31, 1 << 30])
+def test_semantic_pass_blocks_do_not_change_the_result(elements, monkeypatch):
+    import panoptic_ros.models.fusion as fusion
+
+    sem, masks, boxes, scores, labels = edge_case(2, negative_stuff=True)
+    kw = dict(num_stuff=S, category_ids=CATS, label_divisor=DIV, stuff_area=9)
+    one = fuse(sem, masks, boxes, scores, labels, **kw)
+    # 1: one row per block; 3 rows (a partial last block); one block for the image.
+    monkeypatch.setitem(fusion.BLOCK_ELEMENTS, "cpu", elements * LS.num_classes)
+    blocked = fuse(sem, masks, boxes, scores, labels, **kw)
+    assert torch.equal(one.index_map, blocked.index_map)
+    assert torch.equal(one.values, blocked.values)
+    torch.testing.assert_close(one.scores, blocked.scores, rtol=1e-6, atol=0)
+
+
+def test_many_stuff_classes_use_exact_argmax_codes():
+    # 3000 stuff classes: the argmax codes outgrow float32's integers and use float64.
+    g = torch.Generator().manual_seed(4)
+    c, s = 3002, 3000
+    sem = (torch.randn((c, 3, 5), generator=g) * 2).round()  # many exact ties
+    cats = torch.arange(1, c + 1)
+    out = fuse(sem, torch.zeros((0, 28, 28)), torch.zeros((0, 4)), torch.zeros(0),
+               torch.zeros(0, dtype=torch.int64), num_stuff=s, category_ids=cats,
+               label_divisor=DIV)
+    first = sem.argmax(0)  # first maximal channel
+    expected = torch.where(first < s, (first + 1) * DIV, 0)
+    assert torch.equal(out.ids, expected.to(torch.int32))
+
+
+def test_paste_window_equals_full_paste_exactly():
+    g = torch.Generator().manual_seed(6)
+    masks = torch.randn((6, 28, 28), generator=g)
+    h, w = 21, 34
+    xy = torch.rand((6, 2), generator=g) * torch.tensor([w + 6.0, h + 6.0]) - 3
+    wh = torch.rand((6, 2), generator=g) * 20 + 0.4
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes[0] = torch.tensor([-5.0, -5.0, w + 5.0, h + 5.0])
+    full = paste_mask_logits(masks, boxes, (h, w))
+    rows, cols = box_interior(boxes, (h, w))
+    for k, (x0, y0, x1, y1) in enumerate(box_windows(boxes, (h, w))):
+        inside = torch.zeros((h, w), dtype=torch.bool)
+        inside[y0:y1, x0:x1] = True
+        assert torch.equal(inside, rows[k, :, None] & cols[k, None, :])  # windows = interiors
+        assert not full[k][~inside].any()
+        if x1 > x0 and y1 > y0:
+            assert torch.equal(paste_mask_window(masks[k], boxes[k], (x0, y0, x1, y1)),
+                               full[k, y0:y1, x0:x1])

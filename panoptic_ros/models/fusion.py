@@ -172,20 +172,25 @@ def box_windows(boxes: Tensor, size: Sequence[int]) -> list[tuple[int, int, int,
     return [tuple(s) for s in torch.stack([x0, y0, x1, y1], 1).tolist()]
 
 
-def _bilinear_weights(lo: Tensor, hi: Tensor, centres: Tensor, m: int) -> Tensor:
-    """Tensor[..., m]: weights resampling ``m`` mask cells onto output pixels.
+def _taps(lo: Tensor, hi: Tensor, centres: Tensor, m: int) -> tuple[Tensor, ...]:
+    """Two-tap linear interpolation of ``m`` mask cells onto output pixels, along one axis.
 
     Output pixel centre ``c`` (``p + 0.5``, float32) maps to mask coordinate
     ``t = (c - lo) / (hi - lo) * m - 0.5``, clamped to ``[0, m - 1]`` (border replication, as
-    ``F.interpolate(..., align_corners=False)``); pixels outside ``[lo, hi)`` get weight 0.
-    ``lo``, ``hi`` (float32 box edges) broadcast against ``centres``. Each weight depends only on
-    its own pixel and box, so any selection of pixels gets exactly the whole image's weights.
+    ``F.interpolate(..., align_corners=False)``); it reads cells ``i0 = floor(t)`` and
+    ``i1 = min(i0 + 1, m - 1)`` with weights ``1 - f`` and ``f``, ``f = t - i0``; pixels outside
+    ``[lo, hi)`` get weights 0. ``lo``, ``hi`` (float32 box edges) broadcast against
+    ``centres``; every value depends only on its own pixel and box.
+
+    Returns:
+        ``i0``, ``i1`` int64 and ``w0``, ``w1`` float32, each of the broadcast shape.
     """
-    t = (centres - lo) / (hi - lo).clamp(min=1e-6) * m - 0.5
+    t = ((centres - lo) / (hi - lo).clamp(min=1e-6) * m - 0.5).clamp(0, m - 1)
+    i0 = t.floor()
+    frac = t - i0  # exact
     inside = (centres >= lo) & (centres < hi)
-    cells = torch.arange(m, device=centres.device, dtype=torch.float32)
-    weights = (1.0 - (t.clamp(0, m - 1)[..., None] - cells).abs()).clamp(min=0)
-    return weights * inside[..., None]
+    i0 = i0.long()
+    return i0, (i0 + 1).clamp(max=m - 1), (1.0 - frac) * inside, frac * inside
 
 
 def _centres(n: int, device: torch.device) -> Tensor:
@@ -196,9 +201,12 @@ def _centres(n: int, device: torch.device) -> Tensor:
 def paste_mask_logits(mask_logits: Tensor, boxes: Tensor, size: Sequence[int]) -> Tensor:
     """Paste per-box mask logits into full images, batched (no loop over boxes).
 
-    Bilinear resampling is separable, so each box's pasted map is ``(Wy @ M) @ Wx^T`` with
-    per-box interpolation matrices; two batched matmuls paste all boxes at once, exactly as a
-    per-box ``F.interpolate(bilinear, align_corners=False)`` of the mask to the box would.
+    Separable bilinear resampling (as a per-box ``F.interpolate(bilinear,
+    align_corners=False)`` of the mask to the box, within float rounding): each row of mask
+    cells is interpolated along x, ``C = M[:, i0x] * w0x + M[:, i1x] * w1x``, then the output
+    rows along y, ``C[i0y] * w0y + C[i1y] * w1y`` (:func:`_taps`). Only gathers, products and
+    sums, each rounded on its own: a pixel's value is the same on every device and whether it
+    is computed here or in its box window (:func:`paste_mask_window`).
 
     Args:
         mask_logits: Tensor[K, M, M] float, one mask logit map per box.
@@ -210,28 +218,31 @@ def paste_mask_logits(mask_logits: Tensor, boxes: Tensor, size: Sequence[int]) -
     """
     h, w = int(size[0]), int(size[1])
     k, mh, mw = mask_logits.shape
+    masks, boxes = mask_logits.float(), boxes.float()
     if k == 0:
-        return mask_logits.new_zeros((0, h, w), dtype=torch.float32)
-    boxes = boxes.float()
-    wy = _bilinear_weights(boxes[:, 1:2], boxes[:, 3:4], _centres(h, boxes.device), mh)
-    wx = _bilinear_weights(boxes[:, 0:1], boxes[:, 2:3], _centres(w, boxes.device), mw)
-    return torch.bmm(torch.bmm(wy, mask_logits.float()), wx.transpose(1, 2))  # [K, H, W]
+        return masks.new_zeros((0, h, w))
+    x0, x1, wx0, wx1 = _taps(boxes[:, 0:1], boxes[:, 2:3], _centres(w, boxes.device), mw)
+    y0, y1, wy0, wy1 = _taps(boxes[:, 1:2], boxes[:, 3:4], _centres(h, boxes.device), mh)
+    cols = masks.gather(2, x0[:, None].expand(k, mh, w)).mul_(wx0[:, None])  # [K, M, W]
+    cols.add_(masks.gather(2, x1[:, None].expand(k, mh, w)).mul_(wx1[:, None]))
+    out = cols.gather(1, y0[:, :, None].expand(k, h, w)).mul_(wy0[:, :, None])  # [K, H, W]
+    return out.add_(cols.gather(1, y1[:, :, None].expand(k, h, w)).mul_(wy1[:, :, None]))
 
 
-def _window_weights(
+def _window_taps(
     boxes: Tensor, windows: Sequence[Sequence[int]], m: int, axis: int
-) -> list[Tensor]:
-    """Interpolation matrices of many box windows along one axis, computed in one go.
+) -> list[tuple[Tensor, ...]]:
+    """:func:`_taps` of many box windows along one axis, computed in one go.
 
     Args:
         boxes: Tensor[N, 4] float32 ``(x0, y0, x1, y1)``.
         windows: N windows ``(x0, y0, x1, y1)`` (:func:`box_windows`).
         m: mask cells along the axis.
-        axis: 0 for rows (``Wy``), 1 for columns (``Wx``).
+        axis: 0 for rows (y), 1 for columns (x).
 
     Returns:
-        N tensors Tensor[n_i, m] float32: the rows of :func:`paste_mask_logits`'s matrices for
-        the window's pixels (``n_i = y1 - y0`` or ``x1 - x0``).
+        Per window ``(i0, i1, w0, w1)`` of its ``n_i`` pixels (``y1 - y0`` or ``x1 - x0``):
+        the values :func:`paste_mask_logits` uses for them.
     """
     device = boxes.device
     starts = [window[1 - axis] for window in windows]
@@ -245,15 +256,12 @@ def _window_weights(
     )
     pixels = torch.arange(owner.shape[0], device=device) + shift[owner]  # ints < 2**24: exact
     lo, hi = boxes[owner, 1 - axis], boxes[owner, 3 - axis]
-    return list(_bilinear_weights(lo, hi, pixels.float() + 0.5, m).split(lengths))
+    taps = [tap.split(lengths) for tap in _taps(lo, hi, pixels.float() + 0.5, m)]
+    return list(zip(*taps, strict=True))
 
 
 def paste_mask_window(mask_logits: Tensor, box: Tensor, window: Sequence[int]) -> Tensor:
     """One box's pasted mask logits inside its window, no full-image tensor.
-
-    The same products in the same order as :func:`paste_mask_logits` (``(Wy @ M) @ Wx^T`` with
-    the window's rows of ``Wy`` and ``Wx``); outside the box interior the pasted logits are 0
-    anyway.
 
     Args:
         mask_logits: Tensor[M, M] float.
@@ -261,17 +269,26 @@ def paste_mask_window(mask_logits: Tensor, box: Tensor, window: Sequence[int]) -
         window: ``(x0, y0, x1, y1)`` pixel window (:func:`box_windows`), not empty.
 
     Returns:
-        Tensor[y1 - y0, x1 - x0] float32, equal to ``paste_mask_logits(...)[k, y0:y1, x0:x1]``.
+        Tensor[y1 - y0, x1 - x0] float32, equal to ``paste_mask_logits(...)[k, y0:y1, x0:x1]``
+        bit for bit (outside the box interior the pasted logits are 0 anyway).
     """
     boxes = box.float()[None]
     mh, mw = mask_logits.shape
-    wy, wx = _window_weights(boxes, [window], mh, 0), _window_weights(boxes, [window], mw, 1)
-    return _paste_window(mask_logits, wy[0], wx[0])
+    rows, cols = _window_taps(boxes, [window], mh, 0), _window_taps(boxes, [window], mw, 1)
+    return _paste_window(mask_logits, rows[0], cols[0])
 
 
-def _paste_window(mask_logits: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
-    """``(wy @ M) @ wx^T``: Tensor[h, w] float32 from Tensor[M, M], Tensor[h, M], Tensor[w, M]."""
-    return wy @ mask_logits.float() @ wx.T
+def _paste_window(mask_logits: Tensor, rows: Sequence[Tensor], cols: Sequence[Tensor]) -> Tensor:
+    """Tensor[h, w] float32 pasted logits from Tensor[M, M] and a window's taps.
+
+    The same operations per pixel as :func:`paste_mask_logits` (columns, then rows).
+    """
+    masks = mask_logits.float()
+    x0, x1, wx0, wx1 = cols
+    y0, y1, wy0, wy1 = rows
+    c = masks.index_select(1, x0).mul_(wx0).add_(masks.index_select(1, x1).mul_(wx1))
+    out = c.index_select(0, y0).mul_(wy0[:, None])
+    return out.add_(c.index_select(0, y1).mul_(wy1[:, None]))
 
 
 # -- overlap filter ------------------------------------------------------------------------
@@ -549,11 +566,11 @@ def _box_local_instances(
     index, windows = zip(*todo, strict=True)
     selected = boxes[list(index)]
     mh, mw = mask_logits.shape[1:]
-    wys, wxs = _window_weights(selected, windows, mh, 0), _window_weights(selected, windows, mw, 1)
+    rows, cols = _window_taps(selected, windows, mh, 0), _window_taps(selected, windows, mw, 1)
     kept = []
-    for i, window, wy, wx in zip(index, windows, wys, wxs, strict=True):
+    for i, window, row_taps, col_taps in zip(index, windows, rows, cols, strict=True):
         x0, y0, x1, y1 = window
-        pasted = _paste_window(mask_logits[i], wy, wx)
+        pasted = _paste_window(mask_logits[i], row_taps, col_taps)
         new = _claim(claimed, window, pasted > 0, overlap_threshold, not efficientps)
         if new is False:
             continue
