@@ -625,12 +625,13 @@ def _fused_logit_walk(
         best = semantic_logits.new_zeros((uy1 - uy0, ux1 - ux0))
     # Pixels of U where `0 > best` can still fire: few (every stuff logit negative), so they
     # are kept as a list of (y, x) rather than rescanned densely at every step.
-    if s and float(best.amin()) < 0:
-        ys, xs = (best < 0).nonzero().unbind(1)
-    else:
-        ys = xs = torch.zeros(0, dtype=torch.int64, device=best.device)
+    rows = (best.amin(1) < 0).nonzero()[:, 0] if s else best.new_zeros(0, dtype=torch.int64)
+    row, xs = (best.index_select(0, rows) < 0).nonzero().unbind(1)
+    ys = rows[row]
+    most = max((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in windows)
+    workspace = best.new_empty(4 * -(-most // VECTOR_PAD) * VECTOR_PAD)
     for n, (slot, (x0, y0, x1, y1), cls, pasted) in enumerate(kept):
-        fused = _fused_logit_window(pasted, semantic_logits[cls, y0:y1, x0:x1])
+        fused = _fused_logit_window(pasted, semantic_logits[cls, y0:y1, x0:x1], workspace)
         x0, y0, x1, y1 = x0 - ux0, y0 - uy0, x1 - ux0, y1 - uy0
         if ys.shape[0]:  # detection n outside its box where 0 > best (inside U)
             take = ~((ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1))
@@ -648,28 +649,31 @@ def _fused_logit_walk(
     return (kept[0][0], (ux0, uy0, ux1, uy1)) if s else None
 
 
-def _fused_logit_window(pasted: Tensor, semantic: Tensor) -> Tensor:
-    """``FL`` over one box window, Tensor[h, w] float32.
+def _fused_logit_window(pasted: Tensor, semantic: Tensor, workspace: Tensor) -> Tensor:
+    """``FL`` over one box window, Tensor[h, w] float32 (a view of ``workspace``).
 
     Args:
         pasted: Tensor[h, w] float32 pasted mask logits (``ML_A / 4``).
         semantic: Tensor[h, w] float32 (any strides), the class's semantic logits (``ML_B``).
+        workspace: Tensor[4 * n] float32 or more, ``n`` = ``h * w`` rounded up to
+            :data:`VECTOR_PAD` (reused from window to window: no fresh pages each time).
 
     Both sigmoids run as one call on a buffer whose halves are padded to :data:`VECTOR_PAD`
     elements: torch evaluates ``exp`` in vector registers except in a loop's scalar tail, whose
-    rounding may differ in the last bit; with the padding no pixel of the window lies in a tail,
-    as in a whole-image evaluation (one thread), so ``FL`` equals the batched path's bit for bit.
+    rounding may differ in the last bit; with the padding every pixel of the window takes the
+    vector path, as (with one thread) all but the last few elements of a whole-image
+    evaluation do.
     """
     h, w = pasted.shape
     n = h * w
     half = -(-n // VECTOR_PAD) * VECTOR_PAD
-    buf = pasted.new_empty(2 * half)
+    buf, sig = workspace[:2 * half], workspace[2 * half:4 * half]
     buf[n:half].zero_()
     buf[half + n:].zero_()
     ml_a, ml_b = buf[:n], buf[half:half + n]
     torch.mul(pasted.reshape(n), MASK_LOGIT_SCALE, out=ml_a)
     ml_b.view(h, w).copy_(semantic)
-    sig = torch.sigmoid(buf)
+    torch.sigmoid(buf, out=sig)
     fused = sig[:n].add_(sig[half:half + n]).mul_(ml_a.add_(ml_b))
     return fused.view(h, w)
 
