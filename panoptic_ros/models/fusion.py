@@ -804,18 +804,23 @@ def _semantic_pass(
     prob_sum = torch.zeros(LANES * slots, dtype=torch.float64, device=device)
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
-        block = logits[:, r0:r1]
-        d = torch.sub(block, block.amax(0), out=diff[:, :r1 - r0])
+        # One streaming read of the rows into the buffer: reducing over the channels of the
+        # strided input directly reads C planes at once (slow for large C).
+        block = diff[:, :r1 - r0]
+        block.copy_(logits[:, r0:r1])
+        top = block.amax(0)
+        if outside is not None:
+            negative = block[:s].amax(0) < 0
+        d = block.sub_(top)
         sign = torch.sign(d, out=code[:, :r1 - r0])
         top = torch.add(weight, sign, alpha=big, out=sign).amax(0)
         out = index_map[r0:r1]
         torch.maximum(out, top.to(torch.int32).bitwise_and_(2**e - 1), out=out)  # instances win
         if outside is not None:
             slot, (x0, y0, x1, y1) = outside
-            take = block[:s].amax(0) < 0
             if y0 < r1 and y1 > r0:
-                take[max(y0, r0) - r0:min(y1, r1) - r0, x0:x1] = False
-            out.masked_fill_(take, slot)
+                negative[max(y0, r0) - r0:min(y1, r1) - r0, x0:x1] = False
+            out.masked_fill_(negative, slot)
         prob = torch.sum(d.mul_(LOG2E).exp2_(), 0).reciprocal_().view(-1).double()
         flat = out.view(-1)
         prob_sum += torch.bincount(
