@@ -766,7 +766,8 @@ def _semantic_pass(
       the maximal channels. ``w`` decreases with the channel (ties go to the lower one) and is
       congruent to the slot modulo ``2**e > S``: ``(S - c) * 2**e + c + 1`` for stuff class
       ``c`` (slot ``c + 1``), ``2**e`` for every thing class (slot 0, void: a thing argmax is
-      void unless an instance claims the pixel).
+      void unless an instance claims the pixel). The thing classes share one weight, so they
+      enter as one channel, ``max`` of their ``d``.
     * probability of the argmax class, no softmax: ``1 / sum_c exp(d_c)``, with
       ``exp(d) = exp2(d * log2(e))`` (torch's float32 ``exp2`` is several times faster than its
       ``exp``; relative error below 1e-6 per pixel), summed per slot in float64.
@@ -788,7 +789,8 @@ def _semantic_pass(
     s = num_stuff
     device = logits.device
     e = s.bit_length()  # 2**e > S
-    channel = torch.arange(c, dtype=torch.float64, device=device)
+    things = int(c > s)
+    channel = torch.arange(s + things, dtype=torch.float64, device=device)
     weight = torch.where(channel < s, (s - channel) * 2**e + channel + 1, 2**e)
     big = 2.0 ** (s * 2**e + s + 1).bit_length()  # > every weight
     # Weights (and weight - big) are integers; float32 holds them exactly below 2**24.
@@ -797,7 +799,7 @@ def _semantic_pass(
     elements = BLOCK_ELEMENTS.get(device.type, DEFAULT_BLOCK_ELEMENTS)
     rows = max(1, min(h, elements // max(1, c * w)))
     diff = torch.empty((c, rows, w), dtype=torch.float32, device=device)
-    code = torch.empty((c, rows, w), dtype=code_dtype, device=device)
+    code = torch.empty((s + things, rows, w), dtype=code_dtype, device=device)
     # Probability sums interleave LANES accumulators: consecutive pixels (mostly one slot)
     # would otherwise form one serial chain of float64 additions.
     lane = torch.arange(rows * w, dtype=torch.int32, device=device) % LANES * slots
@@ -812,7 +814,10 @@ def _semantic_pass(
         if outside is not None:
             negative = block[:s].amax(0) < 0
         d = block.sub_(top)
-        sign = torch.sign(d, out=code[:, :r1 - r0])
+        sign = code[:, :r1 - r0]
+        torch.sign(d[:s], out=sign[:s])
+        if things:
+            torch.sign(d[s:].amax(0), out=sign[s])
         top = torch.add(weight, sign, alpha=big, out=sign).amax(0)
         out = index_map[r0:r1]
         torch.maximum(out, top.to(torch.int32).bitwise_and_(2**e - 1), out=out)  # instances win
