@@ -36,12 +36,15 @@ Two execution paths give the same output, selected by device (:data:`BOX_LOOP_DE
   work). ``FL`` is exactly 0 outside a detection's box, so the dense argmax equals a sequence of
   strict ``>`` updates inside each kept box, in score order, plus one rule outside the boxes:
   where every stuff logit is negative, the first kept detection's ``FL = 0`` wins (see
-  :func:`_fused_logit_walk`). Only the semantic pass is dense, in row blocks that stay in cache.
+  :func:`_fused_logit_walk`).
 * *Batched* (other devices): all masks pasted at once, the overlap filter as a fixed-point
   update (:func:`greedy_overlap_filter`), ``FL`` of the kept detections in chunks.
 
-The semantic pass (:func:`_semantic_pass`) needs no softmax: the argmax class's probability is
-``1 / sum_c exp(l_c - max_c l_c)``, summed per segment in float64.
+Pasting is separable two-tap interpolation by gathers, products and sums, so a pixel's pasted
+logit is the same bit for bit in a box window, in the batched paste and on any device. The
+dense part, the same on both paths, is one semantic pass in row blocks (:func:`_semantic_pass`):
+no softmax (the argmax class's probability is ``1 / sum_c exp(l_c - max_c l_c)``, summed per
+segment in float64) and no ``argmax`` kernel (exact first-maximum codes from ``sign``).
 """
 
 from __future__ import annotations
@@ -407,9 +410,11 @@ def greedy_overlap_filter_boxes(
 def overlap_filter(
     masks: Tensor, boxes: Tensor, candidates: Tensor, overlap_threshold: float
 ) -> tuple[Tensor, Tensor]:
-    """:func:`greedy_overlap_filter_boxes` on the CPU, :func:`greedy_overlap_filter` elsewhere.
+    """The box-by-box filter on :data:`BOX_LOOP_DEVICES`, the batched one elsewhere.
 
-    Args and returns as :func:`greedy_overlap_filter_boxes`.
+    :func:`greedy_overlap_filter_boxes` or :func:`greedy_overlap_filter`, for masks pasted
+    already; :func:`fuse` itself pastes and filters inside the box windows on
+    the CPU. Args and returns as :func:`greedy_overlap_filter_boxes`.
     """
     if masks.device.type in BOX_LOOP_DEVICES:
         return greedy_overlap_filter_boxes(masks, boxes, candidates, overlap_threshold)
@@ -596,16 +601,16 @@ def _fused_logit_walk(
     ``k`` (``ML_A = ML_B = 0``), so, starting from the stuff maximum, kept detection ``k`` (in
     score order) wins a pixel inside its box where ``FL_k > best`` and outside it where
     ``0 > best``. ``best`` never decreases: after the first kept detection, ``best >= 0``
-    outside its box, so the second rule can fire only inside the first kept box; outside the
-    union ``U`` of the kept boxes the first kept detection wins exactly where the stuff maximum
-    is negative, which :func:`_semantic_pass` applies there. Inside ``U`` this function writes
-    the winners.
+    outside its box, so the second rule can fire only inside the first kept box (where every
+    stuff logit is negative: few pixels, kept as a list). Outside the bounding rectangle ``U``
+    of the kept boxes the first kept detection wins exactly where the stuff maximum is
+    negative, which :func:`_semantic_pass` applies; inside ``U`` this function writes the
+    winners, reading the stuff maximum over ``U`` once.
 
     Args:
         semantic_logits: Tensor[C, H, W] float32.
         kept: ``(slot, window, class, pasted)`` per kept detection in score order: its slot,
-            box window ``(x0, y0, x1, y1)``, semantic class and Tensor[h, w] pasted logits
-            (consumed).
+            box window ``(x0, y0, x1, y1)``, semantic class and Tensor[h, w] pasted logits.
         index_map: Tensor[H, W] int32, written in place inside ``U``.
         num_stuff: ``S``; with no stuff classes a zero channel stands in, so ``FL <= 0`` stays
             unclaimed.
@@ -623,8 +628,8 @@ def _fused_logit_walk(
         best = semantic_logits[:s, uy0:uy1, ux0:ux1].amax(0)
     else:
         best = semantic_logits.new_zeros((uy1 - uy0, ux1 - ux0))
-    # Pixels of U where `0 > best` can still fire: few (every stuff logit negative), so they
-    # are kept as a list of (y, x) rather than rescanned densely at every step.
+    # Pixels of U where `0 > best` can fire: few (every stuff logit negative), so they are
+    # kept as a list of (y, x) rather than rescanned densely at every step.
     rows = (best.amin(1) < 0).nonzero()[:, 0] if s else best.new_zeros(0, dtype=torch.int64)
     row, xs = (best.index_select(0, rows) < 0).nonzero().unbind(1)
     ys = rows[row]
