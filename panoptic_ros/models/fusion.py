@@ -820,9 +820,12 @@ def _semantic_pass(
             negative = block[:s].amax(0) < 0
         d = block.sub_(top)
         sign = code[:, :r1 - r0]
-        torch.sign(d[:s], out=sign[:s])
+        if code_dtype == torch.float32:
+            torch.sign(d[:s], out=sign[:s])
+        else:  # sign(out=) keeps the input's dtype
+            sign[:s].copy_(d[:s]).sign_()
         if things:
-            torch.sign(d[s:].amax(0), out=sign[s])
+            sign[s].copy_(d[s:].amax(0)).sign_()
         top = torch.add(weight, sign, alpha=big, out=sign).amax(0)
         out = index_map[r0:r1]
         torch.maximum(out, top.to(torch.int32).bitwise_and_(2**e - 1), out=out)  # instances win
