@@ -400,7 +400,7 @@ def test_chunked_fusion_equals_one_pass(monkeypatch):
 
 # -- box-by-box path (CPU) against the batched path and the reference ---------------------
 def edge_case(seed: int, h: int = 23, w: int = 31, k: int = 14, *, negative_stuff=False,
-              num_stuff: int = S):
+              num_stuff: int = S, whole_image_boxes=True):
     """Inputs with the awkward parts: boxes over and beyond the borders, boxes thinner than a
     pixel or without a pixel centre, empty masks, duplicate detections (equal FL, equal
     score), logits on a 0.5 grid (exact ties between classes, FL = 0 against a 0 stuff
@@ -415,8 +415,11 @@ def edge_case(seed: int, h: int = 23, w: int = 31, k: int = 14, *, negative_stuf
     xy = torch.rand((k, 2), generator=g) * torch.tensor([w + 8.0, h + 8.0]) - 4
     wh = torch.rand((k, 2), generator=g) * torch.tensor([w * 0.7, h * 0.7]) + 0.2
     boxes = torch.cat([xy, xy + wh], 1)
-    boxes[0] = torch.tensor([-3.0, -2.0, w + 5.0, h + 1.0])  # beyond every border
-    boxes[1] = torch.tensor([0.0, 0.0, float(w), float(h)])  # exactly the image
+    if whole_image_boxes:
+        boxes[0] = torch.tensor([-3.0, -2.0, w + 5.0, h + 1.0])  # beyond every border
+        boxes[1] = torch.tensor([0.0, 0.0, float(w), float(h)])  # exactly the image
+    else:  # pixels outside every box: the semantic pass applies the zero rule there
+        boxes[:, 2:] = torch.minimum(boxes[:, 2:], boxes[:, :2] + torch.tensor([w, h]) / 3)
     boxes[2] = torch.tensor([3.2, 4.1, 3.7, 9.0])  # thinner than a pixel, one centre column
     boxes[3] = torch.tensor([5.6, 2.0, 6.4, 2.3])  # no pixel centre inside
     boxes[4] = torch.tensor([w - 0.6, h - 0.6, w + 2.0, h + 2.0])  # the corner pixel only
@@ -448,13 +451,14 @@ def assert_same_output(a, b):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize(("seed", "negative_stuff", "num_stuff"), [
-    (0, False, S), (1, False, S), (2, True, S), (3, True, S), (4, False, 0), (5, True, 1),
+@pytest.mark.parametrize(("seed", "negative_stuff", "num_stuff", "whole"), [
+    (0, False, S, True), (1, False, S, True), (2, True, S, True), (3, True, S, True),
+    (4, False, 0, True), (5, True, 1, True), (6, True, S, False), (7, True, S, False),
 ])
 def test_box_path_equals_batched_path_and_reference(strategy, seed, negative_stuff, num_stuff,
-                                                    monkeypatch):
+                                                    whole, monkeypatch):
     sem, masks, boxes, scores, labels = edge_case(
-        seed, negative_stuff=negative_stuff, num_stuff=num_stuff
+        seed, negative_stuff=negative_stuff, num_stuff=num_stuff, whole_image_boxes=whole
     )
     h, w = sem.shape[1:]
     kw = dict(strategy=strategy, num_stuff=num_stuff, category_ids=CATS, label_divisor=DIV,
@@ -468,6 +472,10 @@ def test_box_path_equals_batched_path_and_reference(strategy, seed, negative_stu
     ids = box.ids.numpy()
     np.testing.assert_array_equal(ids, ids_ref)
     assert (ids % DIV > 0).sum() > 0 and len(np.unique(ids)) >= 3  # instances and more
+    if not whole and strategy == "efficientps":  # instance pixels outside every box
+        rows, cols = box_interior(boxes, (h, w))
+        in_a_box = (rows[:, :, None] & cols[:, None, :]).any(0).numpy()
+        assert (ids[~in_a_box] % DIV > 0).sum() > 0
     res = to_panoptic_result(box, LS, DIV)
     assert {s.id for s in res.segments} == set(scores_ref)
     for s in res.segments:
