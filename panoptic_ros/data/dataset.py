@@ -2,7 +2,7 @@
 
 One item of :class:`PanopticDataset` is ``(image, target)``:
 
-* ``image``: Tensor[3, H, W] uint8 RGB (normalised later, by the collate function).
+* ``image``: Tensor[3, H, W] uint8 RGB (the model normalises and pads it).
 * ``target``: a dict
 
   ============== ======================= ==================================================
@@ -18,16 +18,14 @@ One item of :class:`PanopticDataset` is ``(image, target)``:
 
   Crowd segments are not instances (no box, label or mask) and are 255 in ``semantic``.
 
-:func:`collate_panoptic` (or a :class:`PanopticCollate` with other constants) batches items:
-images normalised with ``(rgb - mean) / std`` and zero-padded (after normalisation) at the
-bottom/right to a multiple of 32, ``semantic`` padded with 255 and ``masks`` with 0 to the same
-size, and returns ``(images Tensor[B, 3, H, W] float32, image_sizes list[(h, w)], targets)``.
+:func:`collate_lists` batches items as lists (images of different sizes stay apart): the
+model normalises and pads a batch itself (``EfficientPS.preprocess``), so a checkpoint carries
+its own normalisation and there is one owner of that step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +37,6 @@ from panoptic_ros.data.coco_panoptic import CocoPanopticDataset
 from panoptic_ros.data.synthetic import SceneConfig, generate_scene, scene_rng
 from panoptic_ros.data.transforms import PanopticSample, Transform, as_rng
 from panoptic_ros.result import PanopticResult, compact_ids, segment_stats
-
-DEFAULT_MEAN = (123.675, 116.28, 103.53)
-"""Per-channel RGB mean in 0..255 units (ImageNet)."""
-
-DEFAULT_STD = (58.395, 57.12, 57.375)
-"""Per-channel RGB standard deviation in 0..255 units (ImageNet)."""
-
-SIZE_DIVISIBILITY = 32
-"""Batches are padded to a multiple of this (the backbone's largest stride)."""
 
 
 def panoptic_targets(
@@ -238,65 +227,15 @@ class SyntheticPanopticDataset(_TransformedDataset):
         )
 
 
-def collate_panoptic(
+def collate_lists(
     batch: Sequence[tuple[torch.Tensor, dict]],
-    mean: Sequence[float] = DEFAULT_MEAN,
-    std: Sequence[float] = DEFAULT_STD,
-    size_divisibility: int = SIZE_DIVISIBILITY,
-) -> tuple[torch.Tensor, list[tuple[int, int]], list[dict]]:
-    """Batch ``(image, target)`` items: normalise, pad to a common multiple of 32.
-
-    Args:
-        batch: items of :class:`PanopticDataset` (image Tensor[3, H, W] uint8 or float in
-            0..255 RGB).
-        mean: per-channel RGB mean, 0..255 units.
-        std: per-channel RGB standard deviation, 0..255 units.
-        size_divisibility: padded height and width are multiples of this.
+) -> tuple[list[torch.Tensor], list[dict]]:
+    """Batch ``(image, target)`` items as two lists (the DataLoader's ``collate_fn``).
 
     Returns:
-        ``images`` Tensor[B, 3, Hp, Wp] float32 (padding 0 after normalisation),
-        ``image_sizes`` list of ``(h, w)`` before padding, and ``targets`` (new dicts;
-        ``semantic`` padded with 255 and ``masks`` with 0 to ``(Hp, Wp)``).
+        ``images`` list of Tensor[3, H_i, W_i] uint8 and ``targets`` list of dicts, in order.
     """
     if not batch:
         raise ValueError("cannot collate an empty batch")
-    if size_divisibility < 1:
-        raise ValueError(f"size_divisibility must be >= 1, got {size_divisibility}")
-    mean_t = torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1)
-    if mean_t.numel() != 3 or std_t.numel() != 3 or bool((std_t <= 0).any()):
-        raise ValueError(f"mean and std must be 3 values with std > 0, got {mean}, {std}")
-    for k, (img, _) in enumerate(batch):
-        if img.ndim != 3 or img.shape[0] != 3:
-            raise ValueError(
-                f"item {k}: expected an image Tensor[3, H, W], got {tuple(img.shape)}"
-            )
-    sizes = [(int(img.shape[1]), int(img.shape[2])) for img, _ in batch]
-    div = size_divisibility
-    hp = -(-max(h for h, _ in sizes) // div) * div
-    wp = -(-max(w for _, w in sizes) // div) * div
-    images = torch.zeros((len(batch), 3, hp, wp), dtype=torch.float32)
-    targets = []
-    for k, ((img, target), (h, w)) in enumerate(zip(batch, sizes)):
-        images[k, :, :h, :w] = (img.to(torch.float32) - mean_t) / std_t
-        out = dict(target)
-        semantic = torch.full((hp, wp), IGNORE_INDEX, dtype=torch.int64)
-        semantic[:h, :w] = target["semantic"]
-        masks = target["masks"].new_zeros((target["masks"].shape[0], hp, wp))
-        masks[:, :h, :w] = target["masks"]
-        out["semantic"], out["masks"] = semantic, masks
-        targets.append(out)
-    return images, sizes, targets
-
-
-@dataclass(frozen=True)
-class PanopticCollate:
-    """:func:`collate_panoptic` with fixed constants, picklable for DataLoader workers."""
-
-    mean: tuple[float, float, float] = DEFAULT_MEAN
-    std: tuple[float, float, float] = DEFAULT_STD
-    size_divisibility: int = SIZE_DIVISIBILITY
-
-    def __call__(self, batch):
-        """Collate a batch (see :func:`collate_panoptic`)."""
-        return collate_panoptic(batch, self.mean, self.std, self.size_divisibility)
+    images, targets = zip(*batch)
+    return list(images), list(targets)

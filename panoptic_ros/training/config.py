@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from panoptic_ros.errors import UserError
+from panoptic_ros.models.efficientps.config import plain_types
 
 DATA_KINDS = ("synthetic", "coco")
 OPTIMIZERS = ("sgd", "adamw")
@@ -175,7 +176,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only: YAML-, JSON- and checkpoint-safe."""
-        return _plain(dataclasses.asdict(self))
+        return plain_types(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
@@ -198,14 +199,6 @@ def _build(cls, data: Any, where: str):
         raise ValueError(f"unknown keys in {where}: {unknown}; known: {sorted(names)}")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     return cls(**kwargs)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def load_train_config(path: str | Path, overrides: Mapping[str, Any] | None = None

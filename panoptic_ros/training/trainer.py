@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from panoptic_ros.categories import LabelSet, get_label_set
 from panoptic_ros.data.coco_panoptic import CocoPanopticDataset
-from panoptic_ros.data.dataset import PanopticDataset, SyntheticPanopticDataset
+from panoptic_ros.data.dataset import PanopticDataset, SyntheticPanopticDataset, collate_lists
 from panoptic_ros.data.synthetic import SceneConfig, generate_scene, scene_rng
 from panoptic_ros.data.transforms import training_transforms
 from panoptic_ros.evaluation.pq import PQStat, pq_results
@@ -101,12 +101,6 @@ class EpochSampler(Sampler[int]):
         per_rank = math.ceil(self.length / self.world_size)
         order += order[: per_rank * self.world_size - self.length]  # pad evenly
         return iter(order[self.rank :: self.world_size][self.skip :])
-
-
-def list_collate(batch):
-    """Keep images (Tensor[3, H, W] uint8) and targets as lists: the model pads itself."""
-    images, targets = zip(*batch)
-    return list(images), list(targets)
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -260,7 +254,7 @@ class Trainer:
                                     self.dist.world_size)
         self.loader = DataLoader(
             self.dataset, batch_size=config.batch_size, sampler=self.sampler,
-            num_workers=config.num_workers, collate_fn=list_collate, drop_last=True,
+            num_workers=config.num_workers, collate_fn=collate_lists, drop_last=True,
             pin_memory=self.device.type == "cuda",
             # Its own generator: creating an iterator must not draw from the global RNG, or a
             # resumed run would diverge from an uninterrupted one.

@@ -214,7 +214,7 @@ class EfficientPSConfig:
     # -- (de)serialisation -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (str/int/float/list/dict/None): YAML- and checkpoint-safe."""
-        return _plain(dataclasses.asdict(self))
+        return plain_types(dataclasses.asdict(self))
 
     @classmethod
     def preset(cls, variant: str = "b5") -> EfficientPSConfig:
@@ -280,11 +280,12 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def _plain(value: Any) -> Any:
+def plain_types(value: Any) -> Any:
+    """Tuples to lists, recursively: the YAML-, JSON- and ``weights_only``-safe form."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_types(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_types(v) for v in value]
     return value
 
 
