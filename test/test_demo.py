@@ -301,7 +301,7 @@ def test_demo_end_to_end(tmp_path):
     h, w, rows = 128, 160, 3
     cmd = [sys.executable, "-m", "panoptic_ros.cli", "demo", "--duration", "8", "--rate", "5",
            "--size", f"{h}x{w}", "--weights", str(weights), "--output", str(out),
-           "--rows", str(rows), "--device", "cpu",
+           "--rows", str(rows), "--device", "cpu", "--threads", "1",
            "--domain-id", os.environ["ROS_DOMAIN_ID"]]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env=ros_env(PYTHONPATH=os.pathsep.join(
@@ -349,5 +349,6 @@ def test_demo_end_to_end(tmp_path):
         scene = scenes[truth.load_image(image_id).tobytes()]
         assert (truth.load_segment_ids(image_id) == scene.result.ids).all()
     params = (out / "panoptic_params.yaml").read_text()
-    assert str(weights) in params
+    assert str(weights) in params and "cpu_threads: 1" in params
+    assert summary["config"]["threads"] == 1
     assert cv2.imread(str(out / "predictions" / "000000000001.png")) is not None

@@ -15,7 +15,9 @@ it prints a summary and writes into ``--output``:
 
 Network safety: before rclpy starts, this process sets ``ROS_AUTOMATIC_DISCOVERY_RANGE=
 LOCALHOST`` and its own ``ROS_DOMAIN_ID`` (``--domain-id``, default from its pid) for itself
-and its child processes.
+and its child processes, and (unless already set) ``FASTDDS_DEFAULT_PROFILES_FILE`` to
+``panoptic_ros/ros/fastdds_loopback.xml``: shared memory large enough for camera frames, UDP
+bound to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from typing import TextIO
 from panoptic_ros.errors import UserError
 
 HELP = "live demo: synthetic camera -> panoptic node -> monitor (PQ, latency) over ROS 2"
+
+LOOPBACK_PROFILE = Path(__file__).resolve().parent.parent / "ros" / "fastdds_loopback.xml"
+"""Fast DDS profile of the demo's processes: 32 MiB shared memory, UDP on 127.0.0.1 only."""
 
 MAX_DOMAIN_ID = 101
 """Highest ROS_DOMAIN_ID that is safe on every platform (ROS 2 docs)."""
@@ -56,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'demo' (the bundled model, default), a checkpoint path, or "
                              "'random' (random initialisation: plumbing only, PQ near 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="the node's torch CPU threads (default: cores - 1, at least 1; "
+                             "the camera and the monitor need the rest)")
     parser.add_argument("--domain-id", type=int, default=None,
                         help=f"ROS_DOMAIN_ID, 0..{MAX_DOMAIN_ID} (default: from the pid)")
     parser.add_argument("--rows", type=int, default=6, help="contact sheet rows (default 6)")
@@ -104,6 +112,10 @@ def setup_ros_environment(domain_id: int | None) -> int:
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     os.environ.pop("ROS_STATIC_PEERS", None)
     os.environ.pop("ROS_LOCALHOST_ONLY", None)  # deprecated; conflicts with the range
+    # Large images between processes: a Fast DDS shared-memory segment that holds them
+    # (without it about half the frames are lost before the node's callback); kept when
+    # the user chose a profile of their own.
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(LOOPBACK_PROFILE))
     return domain_id
 
 
@@ -179,6 +191,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--rate must lie in (0, 1000] Hz, got {args.rate}")
     if not 1 <= args.rows <= 100:
         raise UserError(f"--rows must lie in 1..100, got {args.rows}")
+    threads = args.threads if args.threads is not None else max(1, (os.cpu_count() or 2) - 1)
+    if not 1 <= threads <= 1024:
+        raise UserError(f"--threads must lie in 1..1024, got {threads}")
     weights = resolve_weights(args.weights)
     domain_id = setup_ros_environment(args.domain_id)
     out = args.output
@@ -189,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = DemoConfig(output_dir=out.resolve(), weights=weights, duration_s=args.duration,
                      rate_hz=args.rate, height=height, width=width, device=args.device,
-                     seed=args.seed, sheet_rows=args.rows)
+                     cpu_threads=threads, seed=args.seed, sheet_rows=args.rows)
     model = {"demo": "bundled demo model", "": "random initialisation"}.get(weights, weights)
     print(f"panoptic-ros demo: {height}x{width} synthetic scenes (seed {args.seed}) at "
           f"{args.rate:g} Hz for {args.duration:g} s -> panoptic_node ({model}, device "
@@ -206,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
         status.close()
     summary["config"] = {"duration_s": args.duration, "rate_hz": args.rate,
                          "size": [height, width], "weights": args.weights,
-                         "device": args.device, "seed": args.seed, "rows": args.rows}
+                         "device": args.device, "threads": threads, "seed": args.seed,
+                         "rows": args.rows}
     summary["offline_eval_matches"] = offline_check(summary)
     summary_path = write_summary(out / "summary.json", summary)
     print(format_summary(summary))

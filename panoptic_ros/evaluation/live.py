@@ -562,13 +562,14 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     ]
     node = summary.get("node") or {}
     if "frames_received" in node:
-        unseen = summary["frames_in"] - int(node["frames_received"])
+        # The node may also have received frames the monitor counted before it started.
+        unseen = max(0, summary["frames_in"] - int(node["frames_received"]))
         lines.append(
             f"node     received {node['frames_received']}  processed "
             f"{node.get('frames_processed', '?')}  dropped {node.get('frames_dropped', '?')} "
             f"(latest frame wins)  bad {node.get('bad_inputs', '?')}  errors "
             f"{node.get('processing_errors', '?')}; {unseen} camera frames never reached its "
-            "image callback (replaced in its depth-1 best-effort queue)")
+            "image callback (lost in transport or replaced in its depth-1 queue)")
     lines += [
         f"rate     input {summary['input_rate_hz']:.1f} Hz  output {summary['output_rate_hz']:.2f}"
         f" FPS",

@@ -69,6 +69,7 @@ class DemoConfig:
         height: image height, pixels.
         width: image width, pixels.
         device: the node's ``device`` parameter.
+        cpu_threads: the node's ``cpu_threads`` parameter (0: one per core).
         seed: scene seed of the camera.
         sheet_rows: frames on the contact sheet.
         namespace: namespace of the camera, node and monitor.
@@ -82,6 +83,7 @@ class DemoConfig:
     height: int = 256
     width: int = 320
     device: str = "auto"
+    cpu_threads: int = 0
     seed: int = 2026
     sheet_rows: int = 6
     namespace: str = NAMESPACE
@@ -144,8 +146,8 @@ def log_reason(log_path: Path) -> str:
 
 def write_node_params(path: Path, cfg: DemoConfig) -> Path:
     """The node's parameters file: the demo's model and device, autostart."""
-    params = {"weights": cfg.weights, "device": cfg.device, "autostart": True,
-              "max_rate": 0.0}
+    params = {"weights": cfg.weights, "device": cfg.device, "cpu_threads": cfg.cpu_threads,
+              "autostart": True, "max_rate": 0.0}
     if not cfg.weights:
         params.update(variant="narrow", label_set="synthetic")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -122,6 +122,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "cityscapes, synthetic or a COCO-style JSON path", CONFIGURE),
     ParamSpec("device", "auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N",
               CONFIGURE),
+    ParamSpec("cpu_threads", 0, "torch CPU threads of this process (torch.set_num_threads); "
+              "0 = torch's default, one per core. Fewer than the cores helps when the camera "
+              "driver and other nodes share the CPU", CONFIGURE, low=0, high=1024),
     ParamSpec("precision", "fp32", "network precision; fp16/bf16 run under autocast",
               CONFIGURE, choices=("fp32", "fp16", "bf16")),
     ParamSpec("compile", False, "torch.compile the network (slow first frame)", CONFIGURE),
@@ -359,13 +362,19 @@ class PanopticSegmentationNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def _load(self, config) -> None:
+    def _load(self, config, cpu_threads: int = 0) -> None:
         """Build the Predictor (slow: reads weights, moves them to the device).
 
         The fusion overrides are applied after recording the model's own settings, which the
-        "-1 / empty = the model's own setting" parameter values restore later.
+        "-1 / empty = the model's own setting" parameter values restore later. ``cpu_threads``
+        > 0 sets torch's intra-op thread count of the process first.
         """
+        import torch
+
         from panoptic_ros.inference import Predictor
+
+        if cpu_threads > 0:
+            torch.set_num_threads(cpu_threads)
 
         own = dataclasses.replace(config, score_threshold=None, overlap_threshold=None,
                                   stuff_area=None, fusion_strategy=None)
@@ -381,7 +390,7 @@ class PanopticSegmentationNode(LifecycleNode):
         params = self._params()
         try:
             config = predictor_config_from_params(params)
-            self._load(config)
+            self._load(config, cpu_threads=int(params["cpu_threads"]))
             label_set = self._predictor.label_set
             keep = parse_category_filter(params["category_filter"], label_set)
         except Exception as err:  # noqa: BLE001 - any load failure fails the transition
