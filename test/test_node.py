@@ -55,6 +55,7 @@ PARAMS = {
     "variant": "narrow",
     "label_set": "synthetic",
     "device": "cpu",
+    "cpu_threads": 1,
     "input_size": 64,
     "autostart": True,
 }
@@ -479,6 +480,7 @@ def test_live_parameters_applied_and_invalid_refused(node, graph):
         ("precision", "fp8", "one of"),
         ("category_filter", "unicorn", "unicorn"),
         ("qos_depth", 0, ""),
+        ("cpu_threads", -1, ""),
         ("input_transport", "carrier pigeon", "one of"),
     ]:
         before = graph.get_params(name)

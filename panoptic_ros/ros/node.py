@@ -297,6 +297,7 @@ class PanopticSegmentationNode(LifecycleNode):
         for spec in PARAMS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         self._predictor = None  # loaded at configure, released at deactivate
+        self._default_threads: int | None = None  # torch's own thread count, before cpu_threads
         self._config = None  # the PredictorConfig of the last successful configure
         self._label_set: LabelSet | None = None
         self._label_divisor = 0
@@ -367,14 +368,15 @@ class PanopticSegmentationNode(LifecycleNode):
 
         The fusion overrides are applied after recording the model's own settings, which the
         "-1 / empty = the model's own setting" parameter values restore later. ``cpu_threads``
-        > 0 sets torch's intra-op thread count of the process first.
+        > 0 sets torch's intra-op thread count of the process first; 0 restores torch's own.
         """
         import torch
 
         from panoptic_ros.inference import Predictor
 
-        if cpu_threads > 0:
-            torch.set_num_threads(cpu_threads)
+        if self._default_threads is None:
+            self._default_threads = torch.get_num_threads()
+        torch.set_num_threads(cpu_threads or self._default_threads)
 
         own = dataclasses.replace(config, score_threshold=None, overlap_threshold=None,
                                   stuff_area=None, fusion_strategy=None)
