@@ -280,3 +280,6 @@ def test_eval_cli_errors_are_one_line(tmp_path, coco_sample):
     p = cli("eval", "--gt-json", str(gt_json), "--gt-dir", str(coco_sample),
             "--pred-json", str(empty), "--pred-dir", str(coco_sample))
     assert p.returncode == 2 and "no prediction for the image with id: 142238" in p.stderr
+    p = cli("eval", "--gt-json", str(gt_json), "--gt-dir", str(coco_sample),
+            "--pred-json", str(gt_json), "--pred-dir", str(coco_sample), "--workers", "0")
+    assert p.returncode == 2 and "--workers must be at least 1" in p.stderr
