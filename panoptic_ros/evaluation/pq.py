@@ -155,23 +155,27 @@ def _segment_arrays(
 
 
 def joint_histogram(
-    gt_ids: np.ndarray, pred_ids: np.ndarray
+    gt_ids: np.ndarray | IdRuns, pred_ids: np.ndarray | IdRuns
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixel counts of every (ground truth id, predicted id) pair of two same-size maps.
 
     Args:
-        gt_ids, pred_ids: ndarray[H, W] non-negative integer segment ids.
+        gt_ids, pred_ids: ndarray[H, W] non-negative integer segment ids, or their
+            :class:`~panoptic_ros.data.id_runs.IdRuns`.
 
     Returns:
         ``gt_values`` ndarray[Kg] and ``pred_values`` ndarray[Kp], the sorted distinct ids, and
         ``counts`` ndarray[Kg, Kp] int64 of pixels per pair.
     """
-    if gt_ids.size == 0:
+    if not isinstance(gt_ids, IdRuns) and gt_ids.size == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros((0, 0), np.int64)
     # Panoptic maps are piecewise constant: counting over runs of equal ids along the rows is
     # several times faster than one key per pixel and a sort.
-    return joint_histogram_runs(IdRuns.from_dense(gt_ids), IdRuns.from_dense(pred_ids))
+    gt_runs, pred_runs = (
+        m if isinstance(m, IdRuns) else IdRuns.from_dense(m) for m in (gt_ids, pred_ids)
+    )
+    return joint_histogram_runs(gt_runs, pred_runs)
 
 
 def pq_image(
@@ -209,11 +213,7 @@ def pq_image(
             f"{tuple(pred_ids.shape)}"
         )
     stat = PQStat()
-    if isinstance(gt_ids, IdRuns) or isinstance(pred_ids, IdRuns):
-        runs = [m if isinstance(m, IdRuns) else IdRuns.from_dense(m) for m in (gt_ids, pred_ids)]
-        gvals, pvals, joint = joint_histogram_runs(*runs)
-    else:
-        gvals, pvals, joint = joint_histogram(gt_ids, pred_ids)
+    gvals, pvals, joint = joint_histogram(gt_ids, pred_ids)
     kg = len(gvals)
     p_area_png = joint.sum(axis=0)
 
