@@ -235,7 +235,7 @@ def main() -> int:
     forced = not args.natural_detections
     predictor = Predictor(PredictorConfig(
         weights=None, variant=args.variant, label_set=args.label_set, device=args.device,
-        input_size=args.input_size, score_threshold=0.0 if forced else None))
+        input_size=args.input_size, inference={"score_threshold": 0.0} if forced else {}))
     if forced:
         predictor.model.roi_heads.score_thresh = 0.0  # random weights: every detection through
     sync = torch.cuda.synchronize if predictor.device.type == "cuda" else (lambda: None)

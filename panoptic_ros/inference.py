@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +27,10 @@ from torch import Tensor
 
 from panoptic_ros import models
 from panoptic_ros.categories import LabelSet, check_label_divisor, get_label_set
+from panoptic_ros.devices import normalize_device_name
 from panoptic_ros.errors import ModelLoadError
 from panoptic_ros.models import DEMO_WEIGHTS  # noqa: F401 - re-exported for users
+from panoptic_ros.models.live_params import LiveParam, check_values
 from panoptic_ros.models.preprocess import normalize_and_pad
 from panoptic_ros.result import PanopticResult
 
@@ -42,10 +45,13 @@ PRECISIONS: dict[str, torch.dtype | None] = {
 """Accepted precisions and their autocast dtypes (``fp32``: no autocast); see
 :func:`autocast_dtype` for the choice per device."""
 
-PRETRAINED_OPTIONS = ("allow_download", "cache_dir", "revision", "pretrained_label_set", "rules")
+PRETRAINED_OPTIONS = ("allow_download", "cache_dir", "revision", "pretrained_label_set")
 """:class:`PredictorConfig` fields that only pretrained backends (``mask2former``) take."""
 
 InputSize = int | tuple[int, int] | None
+
+DEFAULT_MAX_INPUT_PIXELS = 1024 * 2048
+"""Bound of the network input's area when neither the config nor the model gives one."""
 
 
 @dataclass(frozen=True)
@@ -64,10 +70,12 @@ class PredictorConfig:
             image is fitted into, both keeping the aspect ratio; ``None``: the checkpoint's
             ``meta["input_size"]`` when it has one, else the image's own size.
         label_divisor: id encoding divisor (``None``: the model's).
-        score_threshold: fusion override (``None``: the model's setting).
-        overlap_threshold: fusion override.
-        stuff_area: fusion override, pixels at the model's reference resolution.
-        fusion_strategy: ``efficientps`` or ``panoptic_fpn`` override.
+        inference: overrides of the backend's live settings (name -> value, names of the
+            backend's ``LIVE_PARAMS``, e.g. ``score_threshold``; see
+            :mod:`~panoptic_ros.models.live_params`); others keep the model's own values.
+        max_input_pixels: upper bound of the network input's area: a frame larger after the
+            ``input_size`` fit is shrunk to this many pixels (``None``: the model's reference
+            area, 1024 x 2048 for EfficientPS), so no frame costs more than that.
         compile: ``torch.compile`` the dense part of the network (EfficientPS: backbone, FPN
             and semantic head; other backends: the whole module). The first frame of each new
             input size pays the compilation.
@@ -81,7 +89,6 @@ class PredictorConfig:
         pretrained_label_set: pretrained backends: how the model's labels map onto our
             categories: ``auto``, ``coco``, ``cityscapes``, ``custom`` or a category JSON
             (``None``: the backend's default, ``auto``).
-        rules: ``mask2former`` inference rules override (``mask2former`` or ``transformers``).
     """
 
     backend: str = "efficientps"
@@ -92,10 +99,8 @@ class PredictorConfig:
     precision: str = "fp32"
     input_size: InputSize = None
     label_divisor: int | None = None
-    score_threshold: float | None = None
-    overlap_threshold: float | None = None
-    stuff_area: float | None = None
-    fusion_strategy: str | None = None
+    inference: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    max_input_pixels: int | None = None
     compile: bool = False
     compile_backend: str = "inductor"
     channels_last: bool | None = None
@@ -103,7 +108,6 @@ class PredictorConfig:
     cache_dir: str | None = None
     revision: str | None = None
     pretrained_label_set: str | None = None
-    rules: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -124,6 +128,8 @@ class PredictorConfig:
                     f"input_size must be None, a shorter side (int >= 1) or (height, width), "
                     f"got {size!r}"
                 )
+        if self.max_input_pixels is not None and self.max_input_pixels < 1:
+            raise ValueError(f"max_input_pixels must be >= 1, got {self.max_input_pixels}")
         parse_device(self.device, check_available=False)
         if self.backend == "efficientps":
             given = [name for name in PRETRAINED_OPTIONS
@@ -149,15 +155,8 @@ class PredictorConfig:
         return spec
 
     def inference_overrides(self) -> dict[str, Any]:
-        """The fusion settings this config overrides (names of the backend's parameters)."""
-        values = {
-            "score_threshold": self.score_threshold,
-            "overlap_threshold": self.overlap_threshold,
-            "stuff_area": self.stuff_area,
-            "strategy": self.fusion_strategy,
-            "rules": self.rules,
-        }
-        return {k: v for k, v in values.items() if v is not None}
+        """The live settings this config overrides (``None`` values keep the model's)."""
+        return {k: v for k, v in self.inference.items() if v is not None}
 
 
 def parse_device(name: str, check_available: bool = True) -> torch.device:
@@ -167,15 +166,10 @@ def parse_device(name: str, check_available: bool = True) -> torch.device:
         ValueError: not a device name of these forms.
         ModelLoadError: CUDA asked for but not available (with ``check_available``).
     """
-    text = str(name).strip().lower()
+    text = normalize_device_name(name)
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    device = torch.device(text)
     if check_available and device.type == "cuda":
         if not torch.cuda.is_available():
             raise ModelLoadError(f"device {name!r} requested but CUDA is not available")
@@ -230,35 +224,46 @@ def autocast_dtype(
     return dtype
 
 
-def fit_size(height: int, width: int, input_size: InputSize) -> tuple[int, int]:
+def fit_size(
+    height: int, width: int, input_size: InputSize, max_pixels: int | None = None
+) -> tuple[int, int]:
     """Network input size of an image, keeping its aspect ratio.
 
     Args:
         height, width: the image size.
         input_size: shorter side (int), ``(H, W)`` box to fit into, or ``None`` (unchanged).
+        max_pixels: the result is shrunk further (never grown) to at most this area.
     """
-    if input_size is None:
-        return height, width
+    scale = 1.0
     if isinstance(input_size, int):
         scale = input_size / min(height, width)
-    else:
+    elif input_size is not None:
         scale = min(input_size[0] / height, input_size[1] / width)
+    if max_pixels is not None and height * width * scale * scale > max_pixels:
+        scale = (max_pixels / (height * width)) ** 0.5
+        # Rounding must not push the area back over the bound.
+        while max(1, round(height * scale)) * max(1, round(width * scale)) > max_pixels:
+            scale *= 0.999
+    if scale == 1.0:
+        return height, width
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def resize_to_fit(image: Tensor, input_size: InputSize) -> Tensor:
+def resize_to_fit(
+    image: Tensor, input_size: InputSize, max_pixels: int | None = None
+) -> Tensor:
     """Resize an image to its network input size (:func:`fit_size`), on its device.
 
     Args:
         image: Tensor[3, H, W] RGB, uint8 or float.
-        input_size: as :func:`fit_size`.
+        input_size, max_pixels: as :func:`fit_size`.
 
     Returns:
         ``image`` itself when the size does not change, else Tensor[3, h, w] float32
         (bilinear, antialiased when shrinking).
     """
     h, w = int(image.shape[1]), int(image.shape[2])
-    size = fit_size(h, w, input_size)
+    size = fit_size(h, w, input_size, max_pixels)
     if size == (h, w):
         return image
     return F.interpolate(
@@ -338,15 +343,17 @@ class Predictor:
         if config.label_divisor is not None and config.label_divisor != self.model.label_divisor:
             check_label_divisor(config.label_divisor, self.label_set)
             self.model.label_divisor = config.label_divisor
-        overrides = config.inference_overrides()
-        if overrides:
-            self.model.set_inference_params(**overrides)
+        self._own_inference = dict(self.model.inference_params())  # the model's own values
+        self.set_inference_params(**config.inference_overrides())
         meta = getattr(self.model, "checkpoint_meta", {}) or {}
         size = config.input_size if config.input_size is not None else meta.get("input_size")
         self.input_size: InputSize = tuple(size) if isinstance(size, list) else size
         spec = self.model.preprocess_spec()
         self._mean, self._std = spec["pixel_mean"], spec["pixel_std"]
         self._divisibility = int(spec["size_divisibility"])
+        self.max_input_pixels: int = int(
+            config.max_input_pixels or spec.get("max_input_pixels") or DEFAULT_MAX_INPUT_PIXELS
+        )
         self.channels_last = (
             self.device.type == "cuda" if config.channels_last is None else config.channels_last
         )
@@ -404,13 +411,28 @@ class Predictor:
             torch.cuda.empty_cache()
 
     # -- live settings ---------------------------------------------------------------------
+    def live_params(self) -> tuple[LiveParam, ...]:
+        """The backend's live settings, each with the loaded model's own value as default."""
+        return tuple(p.with_default(self._own_inference[p.name])
+                     for p in self.model.LIVE_PARAMS)
+
     def inference_params(self) -> dict[str, Any]:
-        """The backend's current fusion / inference settings."""
+        """The backend's current live settings (name -> value)."""
         return self.model.inference_params()
 
     def set_inference_params(self, **kwargs: Any) -> None:
-        """Change thresholds live (names of the backend; invalid values change nothing)."""
-        self.model.set_inference_params(**kwargs)
+        """Change live settings (names of :meth:`live_params`).
+
+        ``None`` restores the model's own value. Unknown names or invalid values raise
+        ``ValueError`` and change nothing.
+        """
+        values = {k: self._own_inference.get(k) if v is None else v for k, v in kwargs.items()}
+        check_values(self.model.LIVE_PARAMS, values)
+        self.model.set_inference_params(**values)
+
+    def reset_inference_params(self) -> None:
+        """Every live setting back to the loaded model's own value."""
+        self.model.set_inference_params(**self._own_inference)
 
     # -- inference -------------------------------------------------------------------------
     def __call__(self, images: Any) -> PanopticResult | list[PanopticResult]:
@@ -440,9 +462,12 @@ class Predictor:
             h, w = int(im.shape[0]), int(im.shape[1])
             out_sizes.append((h, w))
             x = self._upload(im, slot).permute(2, 0, 1)  # [3, H, W] uint8 on the device
-            tensors.append(resize_to_fit(x, self.input_size))
+            tensors.append(resize_to_fit(x, self.input_size, self.max_input_pixels))
+        # At least two strides of padding: a frame of a few pixels (even 1x1) keeps more than
+        # one value per channel at the coarsest level, where the heads' norms need them.
         batch, sizes = normalize_and_pad(
-            tensors, self._mean, self._std, self._divisibility, self.channels_last
+            tensors, self._mean, self._std, self._divisibility, self.channels_last,
+            min_size=2 * self._divisibility,
         )
         autocast = (
             torch.autocast(self.device.type, dtype=self.autocast_dtype)

@@ -43,3 +43,11 @@ def coco_sample() -> Path:
     if not (COCO_SAMPLE / "panoptic_examples.json").is_file():
         pytest.skip(f"COCO panoptic sample not found at {COCO_SAMPLE}")
     return COCO_SAMPLE
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A tiny random Mask2Former and its image processor, saved with save_pretrained."""
+    from helpers import save_tiny_mask2former
+
+    return save_tiny_mask2former(tmp_path_factory.mktemp("tiny_m2f"))

@@ -10,7 +10,6 @@ import os
 
 import numpy as np
 import pytest
-import test_mask2former
 import torch
 from test_predictor import DETECT, LS, check, rgb
 
@@ -24,7 +23,6 @@ from panoptic_ros.models.efficientps import EfficientPSConfig
 from panoptic_ros.models.registry import build_model
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
-tiny_dir = test_mask2former.tiny_dir  # fixture: a tiny random Mask2Former, save_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +164,7 @@ def test_compile_inductor_matches_eager(checkpoint):
 def test_pretrained_options_are_mapped_in_one_place():
     config = PredictorConfig(backend="mask2former", weights="org/model", allow_download=True,
                              cache_dir="/cache", pretrained_label_set="cityscapes",
-                             rules="transformers", score_threshold=0.5)
+                             inference={"rules": "transformers", "score_threshold": 0.5})
     assert config.model_spec() == {"backend": "mask2former", "weights": "org/model",
                                    "allow_download": True, "cache_dir": "/cache",
                                    "label_set": "cityscapes"}
@@ -174,14 +172,14 @@ def test_pretrained_options_are_mapped_in_one_place():
     # Defaults are left out, so a registered backend that does not know them still builds.
     assert PredictorConfig(backend="other", weights="w").model_spec() == {
         "backend": "other", "weights": "w"}
-    with pytest.raises(ValueError, match=r"\['allow_download', 'rules'\] apply to pretrained"):
-        PredictorConfig(allow_download=True, rules="mask2former")
+    with pytest.raises(ValueError, match=r"\['allow_download'\] apply to pretrained"):
+        PredictorConfig(allow_download=True)
 
 
 def test_predictor_passes_pretrained_options(tiny_dir, tmp_path, monkeypatch):
     predictor = Predictor(backend="mask2former", weights=str(tiny_dir), device="cpu",
-                          pretrained_label_set="custom", rules="transformers",
-                          score_threshold=0.0)
+                          pretrained_label_set="custom",
+                          inference={"rules": "transformers", "score_threshold": 0.0})
     assert predictor.label_set.name.startswith("custom")  # not the COCO table
     assert predictor.inference_params()["rules"] == "transformers"
     assert predictor.inference_params()["score_threshold"] == 0.0
@@ -210,10 +208,10 @@ def test_infer_cli_with_mask2former_backend(tiny_dir, tmp_path):
     coco = coco_panoptic()
     assert [c["id"] for c in data["categories"]] == coco.ids.tolist()
     assert sorted(a["image_id"] for a in data["annotations"]) == [11, 12]
-    dataset = CocoPanopticDataset(out / "predictions.json", png_dir=out / "panoptic",
+    dataset = CocoPanopticDataset(out / "predictions.json", png_dir=out / "predictions",
                                   label_set=coco)
     predictor = Predictor(backend="mask2former", weights=str(tiny_dir), device="cpu",
-                          pretrained_label_set="coco", score_threshold=0.0)
+                          pretrained_label_set="coco", inference={"score_threshold": 0.0})
     segments = 0
     for stem, image in images.items():
         expected = predictor(image)

@@ -12,6 +12,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    ACCEPT_ALL,
+    COCO_SUBSET,
+    oneformer_image_processor,
+    save_tiny_detr,
+    save_tiny_oneformer,
+    tiny_mask2former,
+)
 
 from panoptic_ros.categories import cityscapes, coco_panoptic, decode_ids
 from panoptic_ros.errors import ModelLoadError
@@ -58,17 +66,6 @@ SETTINGS = [
     {"threshold": 0.5, "overlap_mask_area_threshold": 0.9, "label_ids_to_fuse": {1},
      "target_sizes": [(24, 32), (97, 131)]},
 ]
-
-
-def oneformer_image_processor(directory, id2label: dict[int, str]):
-    """OneFormer's image processor; transformers 4 insists on a class info file (read from a
-    local 'repo' directory here, so nothing is downloaded)."""
-    import transformers
-
-    info = {str(k): {"name": v, "isthing": 1} for k, v in id2label.items()}
-    (directory / "class_info.json").write_text(json.dumps(info))
-    return transformers.OneFormerImageProcessor(repo_path=str(directory),
-                                                class_info_file="class_info.json")
 
 
 def hf_processor(flavour: str, tmp_path):
@@ -311,45 +308,6 @@ def test_unknown_dataset_falls_back_to_custom_label_set():
 
 
 # -- tiny randomly initialised models -----------------------------------------------------
-COCO_SUBSET = ["wall-other-merged", "sky-other-merged", "road", "grass-merged", "person", "car",
-               "dog", "bicycle"]
-
-
-def tiny_mask2former(id2label: dict[int, str] | None = None, queries: int = 10):
-    transformers = pytest.importorskip("transformers")
-    transformers.logging.set_verbosity_error()
-    id2label = id2label or dict(enumerate(COCO_SUBSET))
-    backbone = transformers.SwinConfig(
-        embed_dim=12, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4,
-        image_size=64, out_features=["stage1", "stage2", "stage3", "stage4"],
-        drop_path_rate=0.0,
-    )
-    config = transformers.Mask2FormerConfig(
-        backbone_config=backbone, use_pretrained_backbone=False, feature_size=32,
-        mask_feature_size=32, hidden_dim=32, encoder_feedforward_dim=32, dim_feedforward=32,
-        encoder_layers=1, decoder_layers=2, num_attention_heads=2, num_queries=queries,
-        id2label=id2label, label2id={v: k for k, v in id2label.items()},
-    )
-    torch.manual_seed(0)
-    return transformers.Mask2FormerForUniversalSegmentation(config).eval()
-
-
-ACCEPT_ALL = {"score_threshold": 0.0, "mask_threshold": 0.0, "overlap_threshold": 0.0}
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """A tiny Mask2Former and its image processor saved with save_pretrained."""
-    transformers = pytest.importorskip("transformers")
-    path = tmp_path_factory.mktemp("tiny_m2f")
-    tiny_mask2former().save_pretrained(path)
-    transformers.Mask2FormerImageProcessor(
-        size={"shortest_edge": 64, "longest_edge": 128},
-        image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.25, 0.3],
-    ).save_pretrained(path)
-    return path
-
-
 def test_backend_on_random_image_returns_our_categories():
     from panoptic_ros.models.hf_labels import map_labels as mapper
     from panoptic_ros.models.mask2former import Mask2FormerBackend, MaskInferenceParams
@@ -498,27 +456,9 @@ def test_config_from_dict_rejects_unknown_keys():
 
 
 def test_detr_panoptic_through_the_same_backend(tmp_path):
-    transformers = pytest.importorskip("transformers")
     from panoptic_ros.models.mask2former import load_pretrained
 
-    transformers.logging.set_verbosity_error()
-    backbone = transformers.ResNetConfig(
-        embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1],
-        out_features=["stage1", "stage2", "stage3", "stage4"],
-    )
-    id2label = {0: "N/A", 1: "person", 2: "car", 3: "sky-other-merged", 4: "road"}
-    config = transformers.DetrConfig(
-        use_timm_backbone=False, backbone_config=backbone, d_model=64, encoder_layers=1,
-        decoder_layers=1, encoder_attention_heads=8, decoder_attention_heads=8,
-        encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=6, id2label=id2label,
-        label2id={v: k for k, v in id2label.items()}, use_pretrained_backbone=False,
-    )
-    torch.manual_seed(0)
-    model = transformers.DetrForSegmentation(config)
-    with torch.no_grad():  # spread the queries apart (the default init keeps them alike)
-        model.detr.model.query_position_embeddings.weight.normal_(0.0, 3.0)
-        model.detr.class_labels_classifier.weight.normal_(0.0, 1.0)
-    model.save_pretrained(tmp_path)
+    save_tiny_detr(tmp_path)
     backend = load_pretrained({"weights": str(tmp_path), **ACCEPT_ALL})
     assert backend.model_type == "detr" and backend.label_set is coco_panoptic()
     assert backend.mapping.unmapped == ()
@@ -539,36 +479,10 @@ def test_import_does_not_import_transformers():
 
 def test_oneformer_through_the_same_backend(tmp_path):
     """OneFormer needs its task prompt tokenised; a tiny tokenizer stands in for CLIP's."""
-    transformers = pytest.importorskip("transformers")
     from panoptic_ros.models.mask2former import load_pretrained
 
-    transformers.logging.set_verbosity_error()
-    backbone = transformers.SwinConfig(
-        embed_dim=12, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4,
-        image_size=64, out_features=["stage1", "stage2", "stage3", "stage4"],
-    )
+    save_tiny_oneformer(tmp_path)
     id2label = {0: "person", 1: "car", 2: "sky-other-merged", 3: "road"}
-    config = transformers.OneFormerConfig(
-        backbone_config=backbone, num_queries=6, conv_dim=32, mask_dim=32, hidden_dim=32,
-        encoder_feedforward_dim=32, dim_feedforward=32, encoder_layers=1, decoder_layers=2,
-        num_attention_heads=2, text_encoder_width=32, text_encoder_num_layers=1,
-        text_encoder_vocab_size=64, text_encoder_context_length=8, task_seq_len=8,
-        text_encoder_n_ctx=2, id2label=id2label, label2id={v: k for k, v in id2label.items()},
-        is_training=False, output_auxiliary_logits=False,
-    )
-    torch.manual_seed(0)
-    transformers.OneFormerForUniversalSegmentation(config).save_pretrained(tmp_path)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for word in ("the", "task", "is", "panoptic"):
-        vocab[word + "</w>"] = len(vocab)
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = transformers.CLIPTokenizer(vocab_file=str(tmp_path / "vocab.json"),
-                                           merges_file=str(tmp_path / "merges.txt"))
-    transformers.OneFormerProcessor(
-        image_processor=oneformer_image_processor(tmp_path, id2label), tokenizer=tokenizer,
-        max_seq_length=8, task_seq_length=8,
-    ).save_pretrained(tmp_path)
     backend = load_pretrained({"weights": str(tmp_path), **ACCEPT_ALL})
     assert backend.model_type == "oneformer"
     assert tuple(backend._task_inputs.shape) == (1, 8)

@@ -134,7 +134,8 @@ def test_bad_weights_raise_model_load_error(tmp_path):
 def test_random_init_settings_and_live_thresholds():
     torch.manual_seed(0)
     p = Predictor(weights=None, variant="narrow", label_set="cityscapes", device="cpu",
-                  input_size=64, score_threshold=0.6, stuff_area=0, label_divisor=10000)
+                  input_size=64, inference={"score_threshold": 0.6, "stuff_area": 0},
+                  label_divisor=10000)
     assert p.label_set.name == "cityscapes" and p.input_size == 64
     assert p.inference_params()["score_threshold"] == 0.6
     result = p(rgb(80, 120))
@@ -182,7 +183,9 @@ def test_infer_cli_writes_files_the_coco_reader_reads_back(checkpoint, predictor
     data = json.loads((out / "predictions.json").read_text())
     assert sorted((a["image_id"] for a in data["annotations"]), key=str) == [7, "frame_a"]
     assert {c["id"] for c in data["categories"]} == set(LS.ids.tolist())
-    dataset = CocoPanopticDataset(out / "predictions.json", png_dir=out / "panoptic",
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == \
+        ["000000000007.png", "frame_a.png"]  # PNGs in the JSON's folder, as COCO names it
+    dataset = CocoPanopticDataset(out / "predictions.json", png_dir=out / "predictions",
                                   label_set=LS)
     for image_id, stem in ((7, "7"), ("frame_a", "frame_a")):
         expected = predictor(images[stem])
@@ -199,7 +202,9 @@ def test_infer_cli_single_image_and_input_size(checkpoint, tmp_path):
     assert rc == 0
     data = json.loads((tmp_path / "o" / "predictions.json").read_text())
     assert data["images"][0] == {"id": "cam", "file_name": "cam.jpg", "height": 48, "width": 64}
-    assert (tmp_path / "o" / "panoptic" / "cam.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == \
+        ["predictions", "predictions.json"]
+    assert (tmp_path / "o" / "predictions" / "cam.png").is_file()
 
 
 @pytest.mark.parametrize(

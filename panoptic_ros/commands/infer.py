@@ -1,8 +1,10 @@
 """``panoptic-ros infer``: panoptic segmentation of an image or a folder into COCO panoptic files.
 
-Writes ``OUTPUT/panoptic/<stem>.png`` (segment ids as RGB) and ``OUTPUT/predictions.json``
-(COCO panoptic ``annotations`` with ``segments_info`` and the categories); an image's id is
-its file stem as an integer when the stem is one, else the stem.
+Writes ``OUTPUT/predictions.json`` (COCO panoptic ``annotations`` with ``segments_info`` and
+the categories) and ``OUTPUT/predictions/<stem>.png`` (segment ids as RGB): the PNG folder is
+named after the JSON without ``.json``, the COCO panoptic convention that ``panoptic-ros eval``
+follows, so ``eval --pred-json OUTPUT/predictions.json`` finds the PNGs with no other flag. An
+image's id is its file stem as an integer when the stem is one, else the stem.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ from pathlib import Path
 
 from panoptic_ros.errors import ModelLoadError, UserError
 
-HELP = "segment an image or a folder of images; write COCO panoptic PNGs + predictions.json"
+HELP = ("segment an image or a folder of images; write COCO panoptic predictions.json + "
+        "predictions/ PNGs")
+
+PRED_JSON = "predictions.json"
+"""Name of the prediction JSON in ``--output``; its PNG folder is the name without ``.json``."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "folder")
     parser.add_argument("--input", required=True, type=Path,
                         help="an image file or a folder of images (not recursive)")
-    parser.add_argument("--output", required=True, type=Path, help="output folder")
+    parser.add_argument("--output", required=True, type=Path,
+                        help=f"output folder: {PRED_JSON} + {Path(PRED_JSON).stem}/ PNGs")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
     parser.add_argument("--input-size", default=None, metavar="HxW",
@@ -101,13 +108,14 @@ def run(args: argparse.Namespace) -> int:
         predictor = Predictor(PredictorConfig(
             backend=args.backend, weights=args.weights, device=args.device,
             precision=args.precision, input_size=input_size, compile=args.compile,
-            score_threshold=args.score_threshold,
             allow_download=args.allow_download, cache_dir=args.cache_dir,
-            pretrained_label_set=args.label_set, rules=args.rules,
+            pretrained_label_set=args.label_set,
+            inference={"score_threshold": args.score_threshold, "rules": args.rules},
         ))
     except (ModelLoadError, ValueError) as err:
         raise UserError(f"cannot load the model: {err}") from None
-    writer = CocoPanopticWriter(args.output, predictor.label_set)
+    writer = CocoPanopticWriter(args.output, predictor.label_set, json_name=PRED_JSON,
+                                png_dir_name=Path(PRED_JSON).stem)
     progress = tqdm(ids.items(), total=len(ids), unit="img", disable=len(ids) < 2,
                     desc="infer")
     for image_id, path in progress:

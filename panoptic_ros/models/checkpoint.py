@@ -11,6 +11,8 @@ Writers may add further keys (the trainer adds ``train_state``).
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,31 @@ def save_checkpoint(
     return path
 
 
+def refused_pickle_reason(err: pickle.UnpicklingError) -> str:
+    """The one-line reason inside torch's long ``weights_only`` refusal message.
+
+    torch's message advises re-running with ``weights_only=False``, which would execute
+    whatever the file contains; only its reason (the disallowed global or opcode) is kept.
+    """
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    text = " ".join(text.split())
+    text = re.split(r"\.\s| Check the documentation", text, maxsplit=1)[0].rstrip(".")
+    return text[:200] or type(err).__name__
+
+
+def unsafe_file_message(err: pickle.UnpicklingError) -> str:
+    """Why a pickle-based weights file was refused, and what to do instead."""
+    return (
+        "it holds Python objects other than tensors and plain data, or is corrupt "
+        f"({refused_pickle_reason(err)}). Nothing in it was run: "
+        "weights are read with torch.load(weights_only=True), never by running code from the "
+        "file. Re-save the weights on a trusted machine (panoptic_ros checkpoints: "
+        "save_checkpoint; Hugging Face models: save_pretrained, which writes safetensors)."
+    )
+
+
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
     """Read and check a checkpoint file with ``torch.load(weights_only=True)`` onto the CPU.
 
@@ -71,6 +98,9 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
         raise ModelLoadError(f"checkpoint not found: {path}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = unsafe_file_message(err)
+        raise ModelLoadError(f"cannot read checkpoint {path}: {reason}") from None
     except Exception as err:  # corrupt files raise many types (pickle, zip, runtime)
         raise ModelLoadError(f"cannot read checkpoint {path}: {err}") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
@@ -126,3 +156,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     model = model_from_checkpoint(data, str(path))
     model.checkpoint_meta = dict(data.get("meta") or {})
     return model.to(device).eval()
+
+
+def read_label_set(weights: str | Path) -> LabelSet:
+    """The category table stored in a checkpoint (``"demo"``: the bundled model's).
+
+    Reads the file as :func:`load_checkpoint_file` does (``weights_only``), builds no model.
+
+    Raises:
+        ModelLoadError: as :func:`load_checkpoint_file`.
+    """
+    from panoptic_ros.models import DEMO_WEIGHTS
+
+    path = DEMO_WEIGHTS if str(weights) == "demo" else Path(weights)
+    return LabelSet.from_dict(load_checkpoint_file(path)["label_set"])

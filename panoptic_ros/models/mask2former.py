@@ -17,6 +17,7 @@ The model's ``id2label`` is mapped by name onto our COCO panoptic / Cityscapes t
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -28,7 +29,9 @@ from torch import Tensor, nn
 
 from panoptic_ros.categories import DEFAULT_LABEL_DIVISOR, LabelSet, check_label_divisor
 from panoptic_ros.errors import ModelLoadError
+from panoptic_ros.models.checkpoint import unsafe_file_message
 from panoptic_ros.models.hf_labels import LabelMapping, map_labels
+from panoptic_ros.models.live_params import LiveParam, check_values
 from panoptic_ros.models.mask2former_postprocess import (
     DEFAULT_MAX_CHUNK_ELEMENTS,
     RULES,
@@ -87,6 +90,22 @@ class MaskInferenceParams:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
         if self.rules not in RULES:
             raise ValueError(f"rules must be one of {RULES}, got {self.rules!r}")
+
+
+MASK_LIVE_PARAMS: tuple[LiveParam, ...] = (
+    LiveParam("score_threshold", MaskInferenceParams.score_threshold,
+              "keep a query whose class score is above this (0..1)", low=0.0, high=1.0),
+    LiveParam("mask_threshold", MaskInferenceParams.mask_threshold,
+              "binarisation threshold of the score-weighted mask probabilities (0..1)",
+              low=0.0, high=1.0),
+    LiveParam("overlap_threshold", MaskInferenceParams.overlap_threshold,
+              "keep a query only when MORE than this fraction of its binary mask survives "
+              "the per-pixel assignment (0..1; higher drops more)", low=0.0, high=1.0),
+    LiveParam("rules", MaskInferenceParams.rules,
+              "inference rules: mask2former (the original implementation) or transformers "
+              "(Hugging Face's post-processing)", choices=RULES),
+)
+"""The live settings of the mask-classification backends (Mask2Former, OneFormer, DETR)."""
 
 
 @dataclass(frozen=True)
@@ -289,21 +308,29 @@ class Mask2FormerBackend(nn.Module):
             "pixel_std": self.pixel_std,
             "size_divisibility": self.size_divisibility,
             "preferred_size": dict(self.preferred_size),
+            **self._max_input_pixels(),
         }
 
+    def _max_input_pixels(self) -> dict[str, int]:
+        """The image processor's largest resize (shortest x longest edge), when it has one."""
+        short = self.preferred_size.get("shortest_edge")
+        long = self.preferred_size.get("longest_edge")
+        return {"max_input_pixels": int(short) * int(long)} if short and long else {}
+
+    LIVE_PARAMS = MASK_LIVE_PARAMS
+    """Live settings (:mod:`~panoptic_ros.models.live_params`): the fields of
+    :class:`MaskInferenceParams`."""
+
     def inference_params(self) -> dict[str, Any]:
-        """Current inference thresholds."""
+        """Current values of :attr:`LIVE_PARAMS`."""
         return asdict(self.params)
 
     def set_inference_params(self, **kwargs: Any) -> None:
-        """Change thresholds live (names of :class:`MaskInferenceParams`).
+        """Change thresholds live (names of :attr:`LIVE_PARAMS`).
 
-        Unknown names or invalid values raise ``ValueError``/``TypeError`` and change nothing.
+        Unknown names or invalid values raise ``ValueError`` and change nothing.
         """
-        known = {f.name for f in fields(MaskInferenceParams)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise ValueError(f"unknown inference parameter(s) {unknown}; expected {sorted(known)}")
+        check_values(self.LIVE_PARAMS, kwargs)
         self.params = replace(self.params, **kwargs)
 
     def forward(self, images: Tensor, pixel_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -550,7 +577,10 @@ def load_pretrained(config: Mask2FormerConfig | Mapping[str, Any] | str,
         source, is_local = str(directory), True
     else:
         source, is_local = weights, False
-    hub_kwargs: dict[str, Any] = {"local_files_only": not config.allow_download}
+    # Never run code shipped with a model (config auto_map), nor ask about it on stdin.
+    hub_kwargs: dict[str, Any] = {
+        "local_files_only": not config.allow_download, "trust_remote_code": False,
+    }
     if config.revision is not None:
         hub_kwargs["revision"] = config.revision
     if config.cache_dir is not None:
@@ -562,6 +592,16 @@ def load_pretrained(config: Mask2FormerConfig | Mapping[str, Any] | str,
         if not is_local and not config.allow_download:
             raise _not_found(weights, config.cache_dir, err) from err
         raise ModelLoadError(f"could not load the config of model {weights!r}: {err}") from err
+    except ValueError as err:  # custom code refused (trust_remote_code), unknown model type
+        if "trust_remote_code" in str(err):
+            raise ModelLoadError(
+                f"model {weights!r} needs Python code shipped with it (config.json auto_map), "
+                "which panoptic_ros never runs; the mask2former backend loads "
+                f"{sorted(MODEL_TYPES)} checkpoints with transformers' own classes"
+            ) from err
+        raise ModelLoadError(
+            f"could not load the config of model {weights!r}: {' '.join(str(err).split())}"
+        ) from err
     model_type = getattr(hf_config, "model_type", None)
     if model_type not in MODEL_TYPES:
         raise ModelLoadError(
@@ -570,7 +610,9 @@ def load_pretrained(config: Mask2FormerConfig | Mapping[str, Any] | str,
         )
     model_cls = getattr(transformers, MODEL_TYPES[model_type][0])
     try:
-        model = model_cls.from_pretrained(source, config=hf_config, **hub_kwargs)
+        model = model_cls.from_pretrained(
+            source, config=hf_config, weights_only=True, **hub_kwargs
+        )
     except OSError as err:
         if not is_local and not config.allow_download:
             raise _not_found(weights, config.cache_dir, err) from err
@@ -578,6 +620,16 @@ def load_pretrained(config: Mask2FormerConfig | Mapping[str, Any] | str,
     except ImportError as err:
         raise ModelLoadError(
             f"model {weights!r} needs a package that is not installed: {err}"
+        ) from err
+    except pickle.UnpicklingError as err:  # a pytorch_model.bin with more than tensors
+        raise ModelLoadError(
+            f"could not load the weights of model {weights!r} (pytorch_model.bin): "
+            + unsafe_file_message(err)
+        ) from None
+    except Exception as err:  # noqa: BLE001 - corrupt files raise many types (safetensors, torch)
+        raise ModelLoadError(
+            f"could not load the weights of model {weights!r} ({type(err).__name__}): "
+            f"{' '.join(str(err).split())[:600]}"
         ) from err
 
     mapping = map_labels(

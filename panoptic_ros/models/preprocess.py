@@ -15,6 +15,7 @@ def normalize_and_pad(
     std: Sequence[float],
     size_divisibility: int,
     channels_last: bool = False,
+    min_size: int = 0,
 ) -> tuple[Tensor, list[tuple[int, int]]]:
     """Normalise RGB images and pad them (bottom/right, with zeros) into one batch.
 
@@ -24,6 +25,8 @@ def normalize_and_pad(
         std: per-channel standard deviation, 0..255 units.
         size_divisibility: the batch's height and width are multiples of this.
         channels_last: return the batch in channels-last memory format.
+        min_size: the batch is at least this high and wide (padding), so that tiny images
+            keep more than one value per channel at the network's coarsest level.
 
     Returns:
         Tensor[B, 3, H_p, W_p] float32 ``(rgb - mean) / std`` (0 in the padding) and the
@@ -41,8 +44,8 @@ def normalize_and_pad(
             raise ValueError(f"image {i} must be Tensor[3, H, W] with H, W >= 1, got {got}")
         sizes.append((int(im.shape[1]), int(im.shape[2])))
     d = int(size_divisibility)
-    pad_h = math.ceil(max(h for h, _ in sizes) / d) * d
-    pad_w = math.ceil(max(w for _, w in sizes) / d) * d
+    pad_h = math.ceil(max(min_size, *(h for h, _ in sizes)) / d) * d
+    pad_w = math.ceil(max(min_size, *(w for _, w in sizes)) / d) * d
     device = images[0].device
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1)
     inv_std = 1.0 / torch.as_tensor(std, dtype=torch.float32, device=device).view(3, 1, 1)

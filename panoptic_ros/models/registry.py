@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from panoptic_ros.categories import LabelSet, get_label_set
 
-Builder = Callable[[Any, "LabelSet | None"], nn.Module]
+if TYPE_CHECKING:  # torch is imported only when a backend is built
+    from torch import nn
+
+Builder = Callable[[Any, "LabelSet | None"], "nn.Module"]
 
 _BACKENDS: dict[str, str | Builder] = {
     "efficientps": "panoptic_ros.models.registry:_build_efficientps",

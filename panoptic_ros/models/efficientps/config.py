@@ -21,6 +21,7 @@ import yaml
 from panoptic_ros.categories import DEFAULT_LABEL_DIVISOR
 from panoptic_ros.models.efficientps.layers import ACTIVATIONS, NORMS
 from panoptic_ros.models.fusion import STRATEGIES as FUSION_STRATEGIES
+from panoptic_ros.models.live_params import LiveParam
 
 # EfficientNet compound scaling (width, depth) of B0..B7, from the EfficientNet paper.
 BACKBONE_SCALING: dict[str, tuple[float, float]] = {
@@ -87,6 +88,24 @@ class FusionConfig:
         """The stuff area threshold in pixels for an image of ``height`` x ``width``."""
         ref_h, ref_w = self.reference_size
         return self.stuff_area * (height * width) / (ref_h * ref_w)
+
+
+FUSION_LIVE_PARAMS: tuple[LiveParam, ...] = (
+    LiveParam("score_threshold", FusionConfig.score_threshold,
+              "minimum detection score of a thing instance (0..1)", low=0.0, high=1.0),
+    LiveParam("overlap_threshold", FusionConfig.overlap_threshold,
+              "drop a detection when MORE than this fraction of its mask is already claimed "
+              "by higher-scoring detections (0..1; lower drops more)", low=0.0, high=1.0),
+    LiveParam("stuff_area", FusionConfig.stuff_area,
+              "stuff regions smaller than this many pixels (at the model's reference "
+              "resolution, scaled with the image area) become void", low=0, high=100_000_000),
+    LiveParam("strategy", FusionConfig.strategy,
+              "fusion of semantic and instance outputs: efficientps (the paper's "
+              "logit fusion) or panoptic_fpn (instances pasted over the semantic map)",
+              choices=FUSION_STRATEGIES),
+)
+"""The live settings of the EfficientPS backend (the fields of :class:`FusionConfig` but
+``reference_size``)."""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ Training targets, one dict per image, at the image's own (unpadded) size ``h x w
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,12 +34,17 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from panoptic_ros.categories import IGNORE_INDEX, LabelSet, check_label_divisor
 from panoptic_ros.models.efficientps.backbone import EfficientNetBackbone
-from panoptic_ros.models.efficientps.config import EfficientPSConfig, FusionConfig
+from panoptic_ros.models.efficientps.config import (
+    FUSION_LIVE_PARAMS,
+    EfficientPSConfig,
+    FusionConfig,
+)
 from panoptic_ros.models.efficientps.fpn import TwoWayFPN
 from panoptic_ros.models.efficientps.instance_head import PanopticRoIHeads, SeparableMaskHead
 from panoptic_ros.models.efficientps.layers import activation_factory, norm_factory
 from panoptic_ros.models.efficientps.semantic_head import SemanticHead
 from panoptic_ros.models.fusion import FusionOutput, fuse, to_panoptic_result
+from panoptic_ros.models.live_params import check_values
 from panoptic_ros.models.preprocess import normalize_and_pad
 from panoptic_ros.result import PanopticResult
 
@@ -185,21 +191,22 @@ class EfficientPS(nn.Module):
             "pixel_mean": tuple(self.config.pixel_mean),
             "pixel_std": tuple(self.config.pixel_std),
             "size_divisibility": self.config.size_divisibility,
+            "max_input_pixels": int(math.prod(self.fusion_config.reference_size)),
         }
 
+    LIVE_PARAMS = FUSION_LIVE_PARAMS
+    """Live settings (:mod:`~panoptic_ros.models.live_params`): the fusion thresholds."""
+
     def inference_params(self) -> dict[str, Any]:
-        """Current fusion settings (``strategy``, thresholds, ``stuff_area``, ...)."""
-        return dataclasses.asdict(self.fusion_config)
+        """Current values of :attr:`LIVE_PARAMS` (``strategy``, thresholds, ``stuff_area``)."""
+        return {p.name: getattr(self.fusion_config, p.name) for p in self.LIVE_PARAMS}
 
     def set_inference_params(self, **kwargs: Any) -> None:
-        """Change fusion settings live (names of :class:`FusionConfig`).
+        """Change fusion settings live (names of :attr:`LIVE_PARAMS`).
 
         Unknown names or invalid values raise ``ValueError`` and change nothing.
         """
-        known = {f.name for f in dataclasses.fields(FusionConfig)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise ValueError(f"unknown inference parameter(s) {unknown}; expected {sorted(known)}")
+        check_values(self.LIVE_PARAMS, kwargs)
         self.fusion_config = dataclasses.replace(self.fusion_config, **kwargs)
 
     def preprocess(
