@@ -167,6 +167,37 @@ def check_input_size(size: Sequence[int], divisibility: int) -> tuple[int, int]:
     return h, w
 
 
+def model_input_size(model: nn.Module) -> tuple[tuple[int, int] | None, str]:
+    """The fixed ``(H, W)`` an export of ``model`` takes when none is given, and its source.
+
+    The model's own input size, from its checkpoint metadata (``model.checkpoint_meta``, as the
+    Predictor reads it): ``meta["input_size"]`` when it is ``[H, W]``; else, for a model trained
+    on generated scenes (the bundled demo model), the scene size its ``meta["train_config"]``
+    records (``train``, else ``val``: ``height`` x ``width``, the images it learned on).
+
+    Returns:
+        ``((H, W), source)``, or ``(None, reason)`` when the model records no ``H x W`` (no
+        metadata, a shorter side only, or training on COCO files of any size).
+    """
+    meta = getattr(model, "checkpoint_meta", None) or {}
+    size = meta.get("input_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return (int(size[0]), int(size[1])), "the checkpoint's input_size"
+    if isinstance(size, int) and not isinstance(size, bool):
+        return None, (f"the checkpoint's input_size is a shorter side ({size}), not the fixed "
+                      f"HxW an export needs")
+    train_config = meta.get("train_config")
+    if isinstance(train_config, Mapping):
+        for split in ("train", "val"):
+            data = train_config.get(split)
+            if (isinstance(data, Mapping) and data.get("kind") == "synthetic"
+                    and isinstance(data.get("height"), int)
+                    and isinstance(data.get("width"), int)):
+                return ((data["height"], data["width"]),
+                        f"the size of the checkpoint's {split} scenes")
+    return None, "the checkpoint records no HxW input size"
+
+
 # -- metadata ----------------------------------------------------------------------------------
 def export_metadata(model: EfficientPS, input_size: Sequence[int], fmt: str) -> dict[str, Any]:
     """What a host needs to run an exported graph: sizes, normalisation, categories, fusion.

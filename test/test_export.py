@@ -11,6 +11,7 @@ import torch
 from test_predictor import LS, rgb
 
 from panoptic_ros.cli import main
+from panoptic_ros.data.synthetic import SceneConfig, generate_scene, scene_rng
 from panoptic_ros.export import (
     INPUT_NAMES,
     OUTPUT_NAMES,
@@ -18,6 +19,7 @@ from panoptic_ros.export import (
     TraceableGroupNorm,
     export_onnx,
     export_torchscript,
+    model_input_size,
     panoptic_from_raw,
     prepare_image,
     read_metadata,
@@ -208,6 +210,59 @@ def test_export_cli(model, checkpoint, tmp_path, capsys):
     rc = main(["export", "--format", "torchscript", "--weights", str(checkpoint),
                "--output", str(ts), "--input-size", "32x64"])
     assert rc == 0 and read_metadata(ts)["input_size"] == [32, 64]
+
+
+def test_export_cli_uses_the_demo_models_own_input_size(tmp_path, capsys):
+    predictor = Predictor(weights="demo", device="cpu")
+    demo = predictor.model
+    meta = demo.checkpoint_meta  # the demo model's input size: the scenes it was trained on
+    train = meta["train_config"]["train"]
+    size = tuple(meta.get("input_size") or (train["height"], train["width"]))
+    assert size == (256, 320)
+    out = tmp_path / "demo.onnx"
+    rc = main(["export", "--format", "onnx", "--output", str(out)])  # --weights demo, no size
+    printed = capsys.readouterr().out
+    assert rc == 0 and f"wrote {out} (onnx, input 1x3x256x320, narrow" in printed
+    graph = onnx.load(str(out))
+    images_input = graph.graph.input[0]
+    assert images_input.name == "images"
+    assert [d.dim_value for d in images_input.type.tensor_type.shape.dim] == [1, 3, *size]
+    exported = read_metadata(out)
+    assert exported["input_size"] == list(size)
+    # A scene the size of the input: the graph's raw outputs are PyTorch's, and fused on the
+    # host they are the Predictor's result.
+    frame = generate_scene(scene_rng(31, 1), SceneConfig(*size)).image
+    images, valid = graph_inputs(frame, exported)
+    with torch.no_grad():
+        want = RawOutputs(demo, size)(images, valid)
+    got = session(out).run(None, {"images": images.numpy(), "image_size": valid.numpy()})
+    semantic, boxes, scores, labels, masks = (torch.from_numpy(g) for g in got)
+    assert semantic.shape == (1, len(demo.label_set), *size) and len(scores) > 0
+    torch.testing.assert_close(semantic, want[0], atol=1e-4, rtol=0)
+    assert torch.equal(labels, want[3])
+    torch.testing.assert_close(boxes, want[1], atol=1e-3, rtol=0)
+    torch.testing.assert_close(scores, want[2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(masks, want[4], atol=1e-3, rtol=0)
+    check_same(panoptic_from_raw(got, exported, valid.tolist(), frame.shape[:2]),
+               predictor(frame))
+
+
+def test_model_input_size_reads_the_checkpoint_meta():
+    model = torch.nn.Module()
+    scenes = {"train": {"kind": "synthetic", "height": 128, "width": 160},
+              "val": {"kind": "synthetic", "height": 96, "width": 128}}
+    for meta, size, source in [
+        ({"input_size": [64, 96], "train_config": scenes}, (64, 96), "checkpoint's input_size"),
+        ({"train_config": scenes}, (128, 160), "checkpoint's train scenes"),
+        ({"train_config": {"train": {"kind": "coco", "height": 1, "width": 1},
+                           "val": scenes["val"]}}, (96, 128), "checkpoint's val scenes"),
+        ({"input_size": 64, "train_config": scenes}, None, "a shorter side (64), not the fixed"),
+        ({"train_config": {"train": {"kind": "coco"}}}, None, "records no HxW input size"),
+        ({}, None, "records no HxW input size"),
+    ]:
+        model.checkpoint_meta = meta
+        got, why = model_input_size(model)
+        assert got == size and source in why
 
 
 @pytest.mark.parametrize(

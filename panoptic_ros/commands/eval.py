@@ -1,4 +1,9 @@
-"""``panoptic-ros eval``: PQ / SQ / RQ of COCO panoptic predictions against ground truth."""
+"""``panoptic-ros eval``: PQ / SQ / RQ of COCO panoptic predictions against ground truth.
+
+PNG folders follow the COCO panoptic convention (panopticapi's): a JSON's PNGs lie in the folder
+named after it without ``.json`` (``out/predictions.json`` -> ``out/predictions/``, as
+``panoptic-ros infer`` writes them); ``--gt-dir`` / ``--pred-dir`` name another folder.
+"""
 
 from __future__ import annotations
 
@@ -18,14 +23,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``eval``."""
     parser.add_argument("--gt-json", required=True, type=Path, help="ground-truth JSON")
     parser.add_argument("--gt-dir", type=Path, help="ground-truth PNG folder "
-                        "(default: the JSON path without .json)")
+                        "(default: the --gt-json path without .json)")
     parser.add_argument("--pred-json", required=True, type=Path, help="prediction JSON")
     parser.add_argument("--pred-dir", type=Path, help="prediction PNG folder "
-                        "(default: the JSON path without .json)")
+                        "(default: the --pred-json path without .json, where infer writes "
+                        "them)")
     parser.add_argument("--out", type=Path, help="write the results dict here as JSON")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="threads reading and scoring images (default: the CPU count, "
                         "at most 8)")
+
+
+def png_dir(json_path: Path, given: Path | None, what: str, flag: str) -> Path:
+    """The PNG folder of a JSON: ``given``, else the JSON path without ``.json``.
+
+    Raises:
+        UserError: the folder is missing, naming it and how it was chosen.
+    """
+    folder = given if given is not None else json_path.with_suffix("")
+    how = (f"given by {flag}" if given is not None
+           else f"the {flag.replace('-dir', '-json')} path without .json, as COCO panoptic "
+                f"names it; give {flag} if the PNGs are elsewhere")
+    if not folder.is_dir():
+        raise UserError(f"{what} PNG folder not found: {folder} ({how})")
+    return folder
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,9 +54,13 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     start = time.perf_counter()
-    results = pq_compute_files(
-        args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, workers=args.workers
-    )
+    for path, what in ((args.gt_json, "ground-truth JSON"), (args.pred_json, "prediction JSON")):
+        if not path.is_file():
+            raise UserError(f"{what} not found: {path}")
+    gt_dir = png_dir(args.gt_json, args.gt_dir, "ground-truth", "--gt-dir")
+    pred_dir = png_dir(args.pred_json, args.pred_dir, "prediction", "--pred-dir")
+    results = pq_compute_files(args.gt_json, gt_dir, args.pred_json, pred_dir,
+                               workers=args.workers)
     print(format_results(results))
     print(f"Time elapsed: {time.perf_counter() - start:0.2f} seconds")
     if args.out is not None:

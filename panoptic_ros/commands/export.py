@@ -24,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, type=Path, help="file to write")
     parser.add_argument("--input-size", metavar="HxW",
                         help="fixed network input size, multiples of 32 (default: the "
-                             "checkpoint's input size when it is HxW); images are fitted into "
-                             "it and padded")
+                             "model's own: the checkpoint's input_size when it is HxW, else "
+                             "the size of the generated scenes it was trained on, as for "
+                             "the demo model); images are fitted into it and padded")
     parser.add_argument("--opset", type=int, default=17,
                         help="ONNX opset, 11..20 (default 17)")
     parser.add_argument("--fold-constants", action="store_true",
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the checkpoint, export, print what was written."""
     from panoptic_ros.commands.infer import parse_input_size
-    from panoptic_ros.export import FORMATS, OPSETS, export_model
+    from panoptic_ros.export import FORMATS, OPSETS, export_model, model_input_size
     from panoptic_ros.inference import Predictor
 
     if args.format not in FORMATS:  # argparse checks too; kept for direct calls
@@ -51,10 +52,11 @@ def run(args: argparse.Namespace) -> int:
     except (ModelLoadError, ValueError) as err:
         raise UserError(f"cannot load the model: {err}") from None
     size = parse_input_size(args.input_size)
+    source = "--input-size"
     if size is None:
-        size = (getattr(model, "checkpoint_meta", None) or {}).get("input_size")
-        if not isinstance(size, (list, tuple)):
-            raise UserError("the checkpoint records no HxW input size: give --input-size HxW")
+        size, source = model_input_size(model)
+        if size is None:
+            raise UserError(f"{source}: give --input-size HxW")
     elif isinstance(size, int):
         raise UserError(f"--input-size must be HxW for an export (a fixed size), got "
                         f"{args.input_size!r}")
@@ -75,8 +77,13 @@ def run(args: argparse.Namespace) -> int:
         path = export_model(model, args.output, args.format, tuple(size), args.opset,
                             fold=args.fold_constants)
     except ValueError as err:
+        if source != "--input-size":
+            raise UserError(f"{err} (the input size is {source}; give --input-size HxW)"
+                            ) from None
         raise UserError(str(err)) from None
     h, w = size
     print(f"wrote {path} ({args.format}, input 1x3x{h}x{w}, {model.config.variant}, "
           f"{len(model.label_set)} categories)")
+    if source != "--input-size":
+        print(f"input size {h}x{w}: {source} (--input-size HxW sets another)")
     return 0
