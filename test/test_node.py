@@ -12,324 +12,37 @@ import array
 import ast
 import importlib.util
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import rclpy
 import yaml
-from conftest import REPO, ros_env
-from diagnostic_msgs.msg import DiagnosticArray
+from conftest import REPO
 from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState, GetState
-from panoptic_ros.msg import CategoryArray, InstanceCounts, PanopticSegmentation
-from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.srv import GetParameters, SetParameters
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import Parameter
+from panoptic_ros.msg import CategoryArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from ros_harness import (
+    IMAGE_TOPIC,
+    LS,
+    NODE,
+    Graph,
+    H,
+    W,
+    check_panoptic,
+    image_msg,
+    scene_rgb,
+    start_node,
+    stop_node,
+    write_params,
+)
 from sensor_msgs.msg import CompressedImage, Image
 
-from panoptic_ros.categories import synthetic
-from panoptic_ros.result import PanopticResult
-from panoptic_ros.ros.conversions import array_to_image, image_to_array
+from panoptic_ros.ros.conversions import image_to_array
 
 pytestmark = pytest.mark.ros
-
-NODE = "/panoptic_segmentation"
-IMAGE_TOPIC = "/test_camera/image"
-H, W = 48, 64
-LS = synthetic()
-EVENT_TIMEOUT = 60.0  # generous: two busy cores shared with other test runs
-
-PARAMS = {
-    "weights": "",
-    "backend": "efficientps",
-    "variant": "narrow",
-    "label_set": "synthetic",
-    "device": "cpu",
-    "cpu_threads": 1,
-    "input_size": 64,
-    "autostart": True,
-}
-
-
-def write_params(path: Path, key: str = "panoptic_segmentation", **overrides) -> Path:
-    path.write_text(yaml.safe_dump({key: {"ros__parameters": {**PARAMS, **overrides}}}))
-    return path
-
-
-def start_node(params_file: Path, log: Path, *extra: str, exe: list[str] | None = None):
-    cmd = (exe or [sys.executable, "-m", "panoptic_ros.ros.node"]) + [
-        "--ros-args", "--params-file", str(params_file), "-r", f"image:={IMAGE_TOPIC}",
-        "-r", f"image/compressed:={IMAGE_TOPIC}/compressed", *extra]
-    env = ros_env(PYTHONPATH=os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    with open(log, "w") as out:
-        return subprocess.Popen(cmd, env=env, cwd=log.parent, stdout=out,
-                                stderr=subprocess.STDOUT)
-
-
-def stop_node(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-    return proc.returncode
-
-
-class Graph:
-    """The test's side of the graph: its own rclpy context, node and spinning thread."""
-
-    def __init__(self) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("panoptic_test_client", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.cond = threading.Condition()
-        self.inbox: dict[str, list] = {}
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-        self.image_pub = self.node.create_publisher(Image, IMAGE_TOPIC, 10)
-        self.compressed_pub = self.node.create_publisher(
-            CompressedImage, IMAGE_TOPIC + "/compressed", 10)
-        self.listen("panoptic", PanopticSegmentation, NODE + "/panoptic")
-        self.listen("counts", InstanceCounts, NODE + "/instance_counts")
-        self.listen("diagnostics", DiagnosticArray, "/diagnostics")
-        self._stamp = 0
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # noqa: BLE001 - context shut down at teardown
-            pass
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-
-    # -- topics ------------------------------------------------------------------------------
-    def listen(self, key: str, msg_type, topic: str, qos: QoSProfile | int = 10):
-        self.inbox.setdefault(key, [])
-
-        def store(msg) -> None:
-            with self.cond:
-                self.inbox[key].append((time.monotonic(), msg))
-                self.cond.notify_all()
-
-        return self.node.create_subscription(msg_type, topic, store, qos)
-
-    def wait_for(self, predicate: Callable[[], object], timeout: float = EVENT_TIMEOUT,
-                 what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                value = predicate()
-                if value:
-                    return value
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-                self.cond.wait(min(left, 0.2))
-
-    def messages(self, key: str) -> list:
-        with self.cond:
-            return [m for _, m in self.inbox[key]]
-
-    def received(self, key: str, stamp) -> list:
-        with self.cond:
-            return [m for _, m in self.inbox[key] if m.header.stamp == stamp]
-
-    def next_stamp(self):
-        self._stamp += 1
-        msg = Image()
-        msg.header.stamp.sec = 1_000 + self._stamp
-        msg.header.stamp.nanosec = 123_000 + self._stamp
-        return msg.header.stamp
-
-    def send(self, msg, key: str = "panoptic", retries: int = 20, step: float = 3.0):
-        """Publish until the node's output with the message's stamp arrives (best effort)."""
-        pub = self.compressed_pub if isinstance(msg, CompressedImage) else self.image_pub
-        self.wait_for(lambda: pub.get_subscription_count() > 0, what="the node's subscription")
-        for _ in range(retries):
-            pub.publish(msg)
-            try:
-                return self.wait_for(lambda: self.received(key, msg.header.stamp), step,
-                                     what="output")[0]
-            except AssertionError:
-                continue
-        raise AssertionError(f"no {key} output for stamp {msg.header.stamp}")
-
-    def reports(self, since: float = 0.0) -> list[dict[str, str]]:
-        """The node's diagnostics received after ``since`` (monotonic), oldest first."""
-        out = []
-        with self.cond:
-            for t, arr in self.inbox["diagnostics"]:
-                for status in arr.status:
-                    if t >= since and status.name.startswith(NODE):
-                        values = {kv.key: kv.value for kv in status.values}
-                        values.update(_level=status.level, _message=status.message, _t=t)
-                        out.append(values)
-        return out
-
-    def diagnostics(self, predicate=lambda d: True, what="diagnostics") -> dict[str, str]:
-        """Wait until the latest diagnostics report satisfies ``predicate``; return it."""
-        def latest():
-            reports = self.reports()
-            return reports[-1] if reports and predicate(reports[-1]) else None
-
-        return self.wait_for(latest, what=what)
-
-    def idle(self, since: float, timeout: float = 120.0) -> dict[str, str]:
-        """Wait until the node has stopped by itself; its last report.
-
-        Two reports received after ``since`` agree on the frames received, and every frame
-        received is accounted for: processed, dropped or bad.
-        """
-        def check():
-            later = self.reports(since=since)
-            if len(later) < 2 or later[-1]["frames_received"] != later[-2]["frames_received"]:
-                return None
-            d = later[-1]
-            done = sum(int(d[k]) for k in ("frames_processed", "frames_dropped", "bad_inputs",
-                                          "processing_errors"))
-            return d if int(d["frames_received"]) == done else None
-
-        return self.wait_for(check, timeout=timeout, what="the node to go idle")
-
-    def stream(self, rgb: np.ndarray, n_frames: int, rate: float = 30.0):
-        """Publish ``n_frames`` at ``rate`` Hz (bounded load); stamp -> monotonic send time."""
-        self.wait_for(lambda: self.image_pub.get_subscription_count() > 0)
-        sent_at: dict[tuple[int, int], float] = {}
-        start = time.monotonic()
-        for k in range(n_frames):
-            msg = image_msg(self, rgb)
-            delay = start + k / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)  # pacing the publisher, not synchronisation
-            sent_at[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.monotonic()
-            self.image_pub.publish(msg)
-        return sent_at
-
-    def outputs(self, sent_at) -> list[tuple[float, tuple[int, int]]]:
-        """(arrival time, stamp) of the panoptic outputs of frames in ``sent_at``."""
-        with self.cond:
-            return [(t, (m.header.stamp.sec, m.header.stamp.nanosec))
-                    for t, m in self.inbox["panoptic"]
-                    if (m.header.stamp.sec, m.header.stamp.nanosec) in sent_at]
-
-    # -- services ----------------------------------------------------------------------------
-    def call(self, srv_type, name: str, request, timeout: float = EVENT_TIMEOUT):
-        client = self.node.create_client(srv_type, name)
-        try:
-            assert client.wait_for_service(timeout_sec=timeout), f"service {name} missing"
-            done = threading.Event()
-            future = client.call_async(request)
-            future.add_done_callback(lambda _: done.set())
-            assert done.wait(timeout), f"service {name} did not answer"
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
-
-    def state(self, node: str = NODE) -> str:
-        return self.call(GetState, node + "/get_state", GetState.Request()).current_state.label
-
-    def transition(self, transition_id: int) -> bool:
-        req = ChangeState.Request(transition=Transition(id=transition_id))
-        return self.call(ChangeState, NODE + "/change_state", req, timeout=180).success
-
-    def set_params(self, **values):
-        req = SetParameters.Request(
-            parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
-        return self.call(SetParameters, NODE + "/set_parameters", req).results
-
-    def get_params(self, *names: str) -> list:
-        res = self.call(GetParameters, NODE + "/get_parameters",
-                        GetParameters.Request(names=list(names)))
-        return [Parameter.from_parameter_msg(ParameterMsg(name=n, value=v)).value
-                for n, v in zip(names, res.values, strict=True)]
-
-
-# -- synthetic input -----------------------------------------------------------------------------
-def scene_rgb(h: int = H, w: int = W, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    img = np.zeros((h, w, 3), np.uint8)
-    img[: h // 2] = (90, 140, 230)
-    img[h // 2 :] = (60, 120, 50)
-    img[h // 4 : h // 2 + 4, w // 5 : w // 3] = (220, 30, 40)
-    img[h // 2 : h - 6, w // 2 : w - 8] = (20, 20, 160)
-    return np.clip(img + rng.integers(0, 12, img.shape), 0, 255).astype(np.uint8)
-
-
-def encode_as(rgb: np.ndarray, encoding: str) -> np.ndarray:
-    """Raw pixels of ``rgb`` in ``encoding``'s layout (input for array_to_image)."""
-    if encoding in ("rgb8", "bgr8", "rgba8", "bgra8"):
-        order = {"rgb8": [0, 1, 2], "bgr8": [2, 1, 0], "rgba8": [0, 1, 2], "bgra8": [2, 1, 0]}
-        out = rgb[..., order[encoding]]
-        if encoding.endswith("a8"):
-            out = np.concatenate([out, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], 2)
-        return np.ascontiguousarray(out)
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    if encoding == "mono8":
-        return grey
-    if encoding == "mono16":
-        return grey.astype(np.uint16) * 257
-    if encoding.startswith("bayer_"):
-        layout = {"rggb": [[0, 1], [1, 2]], "bggr": [[2, 1], [1, 0]],
-                  "gbrg": [[1, 2], [0, 1]], "grbg": [[1, 0], [2, 1]]}[encoding[6:10]]
-        channel = np.tile(np.array(layout), (rgb.shape[0] // 2, rgb.shape[1] // 2))
-        return np.take_along_axis(rgb, channel[..., None], axis=2)[..., 0]
-    # Packed 4:2:2, BT.601 studio range (what cameras send): YUYV pairs, UYVY swapped.
-    r, g, b = (rgb[..., k].astype(np.float64) for k in range(3))
-    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
-    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
-    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
-    yuyv = np.empty(rgb.shape[:2] + (2,), np.float64)
-    yuyv[..., 0] = y
-    yuyv[:, 0::2, 1] = (u[:, 0::2] + u[:, 1::2]) / 2
-    yuyv[:, 1::2, 1] = (v[:, 0::2] + v[:, 1::2]) / 2
-    yuyv = np.clip(np.rint(yuyv), 0, 255).astype(np.uint8)
-    if encoding in ("yuv422_yuy2", "yuyv"):
-        return yuyv
-    return np.ascontiguousarray(yuyv[..., ::-1])  # (C, Y) pairs: U Y0 V Y1
-
-
-def image_msg(graph: Graph, rgb: np.ndarray | None = None, encoding: str = "rgb8",
-              frame_id: str = "test_camera_optical") -> Image:
-    rgb = scene_rgb() if rgb is None else rgb
-    msg = array_to_image(encode_as(rgb, encoding), encoding)
-    msg.header.stamp = graph.next_stamp()
-    msg.header.frame_id = frame_id
-    return msg
-
-
-def check_panoptic(out: PanopticSegmentation, sent: Image) -> np.ndarray:
-    assert out.header == sent.header and out.ids.header == sent.header
-    assert (out.ids.height, out.ids.width) == (sent.height, sent.width)
-    assert out.ids.encoding == "32SC1" and out.label_divisor == 1000
-    ids = image_to_array(out.ids)
-    assert ids.dtype == np.int32
-    again = PanopticResult.from_ids(ids, LS, out.label_divisor)
-    assert [s.id for s in out.segments] == [s.id for s in again.segments]
-    for info, seg in zip(out.segments, again.segments, strict=True):
-        assert (info.area, info.category_id, info.instance_id, info.is_thing) == (
-            seg.area, seg.category_id, seg.instance_id, seg.is_thing)
-        assert (info.bbox.x_offset, info.bbox.y_offset, info.bbox.width,
-                info.bbox.height) == seg.bbox
-        assert info.label == LS.by_id(info.category_id).name
-    return ids
 
 
 # -- fixtures ------------------------------------------------------------------------------------
@@ -461,11 +174,11 @@ def test_live_parameters_applied_and_invalid_refused(node, graph):
     assert all(r.successful for r in results)
     assert graph.get_params("score_threshold", "overlay_alpha") == [0.3, 0.6]
     # The Predictor's fusion settings follow (reported in the node's diagnostics).
-    graph.diagnostics(lambda d: d["fusion.score_threshold"] == "0.3"
-                      and d["fusion.stuff_area"] == "100", what="thresholds applied")
+    graph.diagnostics(lambda d: d["inference.score_threshold"] == "0.3"
+                      and d["inference.stuff_area"] == "100", what="thresholds applied")
     assert graph.set_params(score_threshold=-1.0, stuff_area=-1)[0].successful
-    graph.diagnostics(lambda d: d["fusion.score_threshold"] == "0.5"
-                      and d["fusion.stuff_area"] == "2048", what="the model's own thresholds")
+    graph.diagnostics(lambda d: d["inference.score_threshold"] == "0.5"
+                      and d["inference.stuff_area"] == "2048", what="the model's own thresholds")
     # The category filter applies to the next frame: only sky and ground (or void) remain.
     assert graph.set_params(category_filter="sky, ground")[0].successful
     sent = image_msg(graph)
@@ -536,9 +249,9 @@ def test_lifecycle_through_services(node, graph):
     assert graph.state() == "active"
     activated = time.monotonic()
     graph.wait_for(lambda: [d for d in graph.reports(since=activated)
-                            if d["fusion.score_threshold"] == "0.25"], what="configured value")
+                            if d["inference.score_threshold"] == "0.25"], what="configured value")
     assert graph.set_params(score_threshold=-1.0)[0].successful
-    graph.diagnostics(lambda d: d["fusion.score_threshold"] == "0.5", what="the model's own")
+    graph.diagnostics(lambda d: d["inference.score_threshold"] == "0.5", what="the model's own")
     sent = image_msg(graph)
     check_panoptic(graph.send(sent), sent)
 
@@ -675,14 +388,21 @@ def test_launch_file_references_exist_in_source_and_install():
 
 
 def test_config_file_declares_only_known_parameters():
-    from panoptic_ros.ros.node import SPECS
+    """Every node parameter and every live setting of the default backend, valid values."""
+    from panoptic_ros.models.efficientps.config import FUSION_LIVE_PARAMS
+    from panoptic_ros.ros.node import SPECS, check_live_value
 
     data = yaml.safe_load((REPO / "config" / "panoptic.yaml").read_text())
     (params,) = [v["ros__parameters"] for v in data.values()]
-    assert set(params) == set(SPECS)
+    live = {p.name: p for p in FUSION_LIVE_PARAMS}
+    assert set(params) == set(SPECS) | set(live)
     for name, value in params.items():
-        assert type(value) is type(SPECS[name].default), name
-        assert SPECS[name].check(value) is None
+        if name in live:
+            assert type(value) is live[name].kind, name
+            assert check_live_value(live[name], value) is None, name
+        else:
+            assert type(value) is type(SPECS[name].default), name
+            assert SPECS[name].check(value) is None, name
 
 
 def test_rviz_config_shows_the_overlay():

@@ -51,6 +51,7 @@ class StatsSnapshot:
     bad_total: int
     errors_total: int
     overlay_total: int
+    reduced_total: int
     last_bad_reason: str
     last_error: str
 
@@ -79,7 +80,8 @@ class FrameStats:
             self._dropped: deque[float] = deque()
             self._bad: deque[float] = deque()
             self._errors: deque[float] = deque()
-            self._totals = dict(received=0, processed=0, dropped=0, bad=0, errors=0, overlay=0)
+            self._totals = dict(received=0, processed=0, dropped=0, bad=0, errors=0, overlay=0,
+                                reduced=0)
             self._last_bad_reason = ""
             self._last_error = ""
 
@@ -120,6 +122,11 @@ class FrameStats:
         with self._lock:
             self._processed.append((self._clock(), inference_s, latency_s))
             self._totals["processed"] += 1
+
+    def reduced(self) -> None:
+        """An oversize frame was decoded reduced (``oversize_policy: reduce``)."""
+        with self._lock:
+            self._totals["reduced"] += 1
 
     def overlay_computed(self) -> None:
         """An overlay image was drawn (only happens while someone subscribes)."""
@@ -170,6 +177,7 @@ class FrameStats:
                 bad_total=self._totals["bad"],
                 errors_total=self._totals["errors"],
                 overlay_total=self._totals["overlay"],
+                reduced_total=self._totals["reduced"],
                 last_bad_reason=self._last_bad_reason,
                 last_error=self._last_error,
             )
@@ -207,6 +215,7 @@ def diagnostic_status(
     hardware_id: str,
     extra: dict[str, str],
     max_rate: float = 0.0,
+    input_warning: str = "",
 ) -> DiagnosticStatus:
     """One ``DiagnosticStatus``: :func:`assess`'s level and message plus every figure.
 
@@ -216,8 +225,12 @@ def diagnostic_status(
         hardware_id: device the model runs on.
         extra: further key/values (model, device, lifecycle state, input topic).
         max_rate: the node's rate cap, Hz (0 = none).
+        input_warning: a problem with the input seen outside the frame counters (a publisher
+            matched but silent); it turns an OK report into WARN with this message.
     """
     level, message = assess(snap, max_rate)
+    if input_warning and level == OK:
+        level, message = WARN, input_warning
     values = {
         "input_rate_hz": f"{snap.input_rate:.2f}",
         "processed_rate_hz": f"{snap.processed_rate:.2f}",
@@ -231,6 +244,7 @@ def diagnostic_status(
         "bad_inputs": str(snap.bad_total),
         "processing_errors": str(snap.errors_total),
         "overlays_computed": str(snap.overlay_total),
+        "frames_reduced": str(snap.reduced_total),
         "last_bad_input": snap.last_bad_reason,
         "window_s": f"{snap.window_s:g}",
         **extra,
