@@ -1,6 +1,8 @@
 # The README's commands. Each sets up .venv by itself on a fresh machine.
 #   make demo   run the live demo (camera -> panoptic node -> monitor) on the bundled model
-#   make test   install everything and run the whole test suite
+#   make test   install everything and run the whole test suite (what CI runs)
+#   make test-fast     the edit-loop tier: no slow or multi-process tests (a few minutes)
+#   make test-release  everything, plus the release tier (torch.compile with inductor)
 #   make dev    install once; afterwards `PYTHONPATH=. .venv/bin/pytest` tests source edits
 SHELL := /bin/bash
 VENV ?= .venv
@@ -33,7 +35,7 @@ export PIP_NO_INPUT := 1
 
 PYTEST_ARGS ?=
 
-.PHONY: test demo dev lint bench clean distclean
+.PHONY: test test-fast test-release demo dev lint bench clean distclean
 
 $(VENV)/.base: Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +55,12 @@ dev: $(VENV)/.installed
 test: $(VENV)/.installed
 	@set -o pipefail; $(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 1; fi; exit $$rc
+
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/pytest -m "not slow and not release" $(PYTEST_ARGS)
+
+test-release: $(VENV)/.installed
+	$(VENV)/bin/pytest -m "release or not release" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check panoptic_ros test bench

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import numpy as np
 import pytest
@@ -140,10 +139,7 @@ def test_compile_flag_compiles_the_dense_part(checkpoint):
     torch._dynamo.reset()
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("PANOPTIC_SLOW_TESTS"),
-                    reason="inductor compiles the narrow network in ~150 s on the 2-core CPU; "
-                           "set PANOPTIC_SLOW_TESTS=1 to run")
+@pytest.mark.release  # inductor compiles the narrow network in ~150 s on the 2-core CPU
 def test_compile_inductor_matches_eager(checkpoint):
     torch._dynamo.reset()
     plain = Predictor(weights=str(checkpoint), device="cpu")
