@@ -1,11 +1,14 @@
 """Colouring of panoptic results: palette, instance colours, borders, overlay, text labels.
 
-ROS-free; the node calls :func:`overlay` only while someone subscribes to its overlay topic.
-All images are RGB uint8 ``[H, W, 3]``; label images follow :mod:`panoptic_ros.categories`
+Also captions and contact sheets (grids of captioned panels, the demo's). ROS-free; the node
+calls :func:`overlay` only while someone subscribes to its overlay topic. All images are RGB
+uint8 ``[H, W, 3]``; label images follow :mod:`panoptic_ros.categories`
 (``category_id * label_divisor + instance_id``, 0 = void).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -184,3 +187,55 @@ def overlay(
     if labels:
         draw_labels(out, result, label_set)
     return out
+
+
+def caption(image: np.ndarray, text: str) -> np.ndarray:
+    """Write ``text`` in white on a darkened strip at the top left of ``image``, in place.
+
+    Args:
+        image: ndarray[H, W, 3] uint8 RGB, modified and returned; the text scales with W.
+        text: one line.
+
+    """
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.3, image.shape[1] / 700.0)
+    (tw, th), base = cv2.getTextSize(text, font, scale, 1)
+    box = image[: th + base + 6, : tw + 8]
+    box[:] = box // 3
+    cv2.putText(image, text, (4, th + 3), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return image
+
+
+def contact_sheet(
+    rows: Sequence[Sequence[np.ndarray]],
+    captions: Sequence[Sequence[str]] | None = None,
+) -> np.ndarray:
+    """Tile panels into a grid, one row per frame, each panel with its :func:`caption`.
+
+    Args:
+        rows: R rows of C panels, each ndarray[H, W, 3] uint8 RGB (not modified).
+        captions: R rows of C texts, or ``None`` for none.
+
+    Returns:
+        ndarray[R * H, C * W, 3] uint8 RGB.
+
+    Raises:
+        ValueError: no rows, panels of different sizes, or rows of different lengths.
+
+    """
+    if not rows:
+        raise ValueError("a contact sheet needs at least one row")
+    h, w = rows[0][0].shape[:2]
+    width = len(rows[0])
+    lines = []
+    for r, panels in enumerate(rows):
+        if len(panels) != width:
+            raise ValueError(f"rows must all have {width} panels, got {len(panels)}")
+        texts = captions[r] if captions is not None else [""] * width
+        out = []
+        for panel, text in zip(panels, texts):
+            if panel.shape[:2] != (h, w):
+                raise ValueError(f"rows must all be {h}x{w}, got {panel.shape[:2]}")
+            panel = np.array(panel, dtype=np.uint8, copy=True)
+            out.append(caption(panel, text) if text else panel)
+        lines.append(np.concatenate(out, axis=1))
+    return np.concatenate(lines, axis=0)

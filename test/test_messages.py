@@ -1,4 +1,4 @@
-"""PanopticResult -> messages: content, headers, sizes, and a serialisation round trip."""
+"""PanopticResult <-> messages: content, headers, sizes, serialisation and decoding round trips."""
 
 from __future__ import annotations
 
@@ -18,13 +18,17 @@ from panoptic_ros.ros.diagnostics import (
     FrameStats,
     assess,
     diagnostic_status,
+    diagnostic_values,
 )
 from panoptic_ros.ros.messages import (
     categories_msg,
     filter_categories,
+    frame_key,
     instance_counts_msg,
     instances_msg,
+    label_set_from_msg,
     panoptic_msg,
+    result_from_msg,
     rgb_msg,
     semantic_encoding,
     semantic_msg,
@@ -201,3 +205,20 @@ def test_diagnostic_status_message():
     assert status.level == OK and status.hardware_id == "cpu"
     assert values["frames_processed"] == "1" and values["inference_ms_mean"] == "20.0"
     assert values["model"] == "efficientps b0" and values["frames_dropped"] == "0"
+    back = diagnostic_values(status)
+    assert back["frames_processed"] == 1 and back["inference_ms_mean"] == 20.0
+    assert back["model"] == "efficientps b0" and back["level"] == 0
+    assert back["message"] == status.message
+
+
+def test_decoders_invert_the_encoders():
+    result = PanopticResult.from_ids(scene(), LS, scores={1001: 0.5, 1002: 0.25, 2001: 0.75})
+    msg = round_trip(panoptic_msg(result, header(), LS))
+    back = result_from_msg(msg)
+    assert back.ids.dtype == np.int32 and back.ids.flags.writeable
+    np.testing.assert_array_equal(back.ids, result.ids)
+    assert back.segments == result.segments and back.label_divisor == 1000
+    assert frame_key(msg.header) == (1700000000, 123456789, "camera_optical")
+    labels = label_set_from_msg(round_trip(categories_msg(LS, 1000)))
+    assert [(c.id, c.name, c.is_thing, c.color) for c in labels] == \
+        [(c.id, c.name, c.is_thing, c.color) for c in LS]

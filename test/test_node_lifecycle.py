@@ -109,7 +109,7 @@ def test_every_backend_survives_the_lifecycle(graph, tmp_path, weights, family):
             ids = image_to_array(graph.send(sent).ids)
             np.testing.assert_array_equal(ids, expected_ids(reference, rgb, {}))
             key = f"inference.{first}"
-            graph.diagnostics(lambda d: key in d and float(d[key]) == own[first],
+            graph.diagnostics(lambda d, k=key: k in d and float(d[k]) == own[first],
                               what="the model's own value reported")
 
 

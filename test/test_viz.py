@@ -1,4 +1,4 @@
-"""Colouring: palette, instance shades, borders, overlay blending, text labels."""
+"""Colouring: palette, instance shades, borders, overlay blending, text labels, contact sheets."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from panoptic_ros.viz import (
     BORDER_COLOR,
     category_palette,
     colorize,
+    contact_sheet,
     instance_borders,
     overlay,
     segment_colors,
@@ -117,3 +118,20 @@ def test_overlay_rejects_mismatched_inputs():
         overlay(np.zeros((40, 60), np.uint8), result, LS)
     with pytest.raises(ValueError, match="alpha"):
         overlay(np.zeros((40, 60, 3), np.uint8), result, LS, alpha=1.5)
+
+
+def test_contact_sheet_tiles_captioned_copies():
+    a = np.zeros((20, 30, 3), np.uint8)
+    b = np.full((20, 30, 3), 9, np.uint8)
+    sheet = contact_sheet([[a, b], [b, a]], [["left", ""], ["", "right"]])
+    assert sheet.shape == (40, 60, 3) and sheet.dtype == np.uint8
+    assert (a == 0).all() and (b == 9).all()  # inputs untouched
+    assert (sheet[20:, :30] == 9).all()  # no caption: the panel as it was
+    assert (sheet[:20, :30] != 0).any()  # caption text on the first panel
+    assert (contact_sheet([[a]]) == a).all()
+    with pytest.raises(ValueError, match="at least one"):
+        contact_sheet([])
+    with pytest.raises(ValueError, match="20x30"):
+        contact_sheet([[a], [np.zeros((21, 30, 3), np.uint8)]])
+    with pytest.raises(ValueError, match="2 panels"):
+        contact_sheet([[a, b], [a]])

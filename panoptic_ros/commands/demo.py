@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import sys
 import time
@@ -40,11 +39,6 @@ LOOPBACK_PROFILE = Path(__file__).resolve().parent.parent / "ros" / "fastdds_loo
 
 MAX_DOMAIN_ID = 101
 """Highest ROS_DOMAIN_ID that is safe on every platform (ROS 2 docs)."""
-
-OUTPUT_ENTRIES = ("summary.json", "contact_sheet.png", "predictions.json", "predictions",
-                  "ground_truth.json", "ground_truth", "images", "panoptic_params.yaml", "logs")
-"""What the demo writes into its output folder (a previous run's are replaced)."""
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``demo``."""
@@ -119,19 +113,6 @@ def setup_ros_environment(domain_id: int | None) -> int:
     return domain_id
 
 
-def prepare_output(out: Path) -> None:
-    """Create the output folder and remove a previous demo's results from it."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--output {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUT_ENTRIES:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
 class StatusLine:
     """One refreshing status line on a terminal; a line every ``period`` s otherwise."""
 
@@ -146,7 +127,7 @@ class StatusLine:
 
     def __call__(self, phase: str, snap, elapsed: float) -> None:
         """Show a phase and, while streaming, the running figures (a LiveSnapshot)."""
-        from panoptic_ros.evaluation.live import format_status
+        from panoptic_ros.ros.demo.report import format_status
 
         now = time.monotonic()
         if not self.tty and now - self._last < self.period:
@@ -170,18 +151,6 @@ class StatusLine:
             self.stream.flush()
 
 
-def offline_check(summary: dict) -> bool | None:
-    """Re-score the written files as ``panoptic-ros eval`` does; whether it equals the live PQ."""
-    from panoptic_ros.evaluation.pq import pq_compute_files
-
-    files = summary["files"]
-    if summary.get("pq") is None or "ground_truth_json" not in files:
-        return None
-    offline = pq_compute_files(files["ground_truth_json"], None, files["predictions_json"],
-                               None)
-    return offline == summary["pq"]
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the demo, print the summary, write the results."""
     height, width = parse_size(args.size)
@@ -197,11 +166,10 @@ def run(args: argparse.Namespace) -> int:
     weights = resolve_weights(args.weights)
     domain_id = setup_ros_environment(args.domain_id)
     out = args.output
-    prepare_output(out)
+    from panoptic_ros.ros.demo import report
+    from panoptic_ros.ros.demo.launcher import DemoConfig, DemoError, run_demo
 
-    from panoptic_ros.evaluation.live import format_summary, write_summary
-    from panoptic_ros.ros.demo import DemoConfig, DemoError, run_demo
-
+    report.prepare_output(out)
     cfg = DemoConfig(output_dir=out.resolve(), weights=weights, duration_s=args.duration,
                      rate_hz=args.rate, height=height, width=width, device=args.device,
                      cpu_threads=threads, seed=args.seed, sheet_rows=args.rows)
@@ -223,13 +191,13 @@ def run(args: argparse.Namespace) -> int:
                          "size": [height, width], "weights": args.weights,
                          "device": args.device, "threads": threads, "seed": args.seed,
                          "rows": args.rows}
-    summary["offline_eval_matches"] = offline_check(summary)
-    summary_path = write_summary(out / "summary.json", summary)
-    print(format_summary(summary))
+    summary["offline_eval_matches"] = report.offline_check(summary)
+    summary_path = report.write_summary(out / report.SUMMARY_NAME, summary)
+    print(report.format_summary(summary))
     if summary["offline_eval_matches"] is not None:
         verdict = "reproduces" if summary["offline_eval_matches"] else "DOES NOT reproduce"
-        print(f"offline: panoptic-ros eval --gt-json {out / 'ground_truth.json'} --pred-json "
-              f"{out / 'predictions.json'}  {verdict} the live PQ")
+        print(f"offline: panoptic-ros eval --gt-json {out / report.GT_JSON} --pred-json "
+              f"{out / report.PRED_JSON}  {verdict} the live PQ")
     for name, path in sorted(summary["files"].items()):
         print(f"wrote {name}: {path}")
     print(f"wrote summary: {summary_path}")

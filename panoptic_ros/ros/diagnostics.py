@@ -1,8 +1,9 @@
-"""Frame statistics of the node and their ``diagnostic_msgs/DiagnosticStatus``.
+"""Frame statistics of the node and their ``diagnostic_msgs/DiagnosticStatus``, both ways.
 
 :class:`FrameStats` is fed by the subscription callback and the worker thread (thread-safe)
 and read once a second by the diagnostics timer. Rates and latencies cover a sliding window
-(:attr:`FrameStats.window_s`); counters are totals since activation. Nothing here imports rclpy.
+(:attr:`FrameStats.window_s`); counters are totals since activation. :func:`diagnostic_values`
+reads a received status back (the demo's monitor). Nothing here imports rclpy.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
@@ -256,3 +258,26 @@ def diagnostic_status(
         hardware_id=hardware_id,
         values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
     )
+
+
+def _number(text: str) -> Any:
+    """A diagnostics value as int or float when it is one, else the string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def diagnostic_values(status: DiagnosticStatus) -> dict[str, Any]:
+    """A received status's figures (the inverse of :func:`diagnostic_status` for a consumer).
+
+    Returns:
+        Every key/value, numbers as int or float, plus ``level`` (int) and ``message``.
+    """
+    values = {kv.key: _number(kv.value) for kv in status.values}
+    level = status.level
+    values.update(level=int.from_bytes(level, "little") if isinstance(level, bytes)
+                  else int(level), message=status.message)
+    return values

@@ -1,7 +1,9 @@
-"""PanopticResult -> panoptic_ros / sensor_msgs messages.
+"""The package's messages, both directions: PanopticResult <-> panoptic_ros / sensor_msgs.
 
-Every message of a frame carries the input image's header unchanged and is at the input's
-size. Label images go into ``Image.data`` with one buffer copy (:func:`array_to_image`).
+Encoders (the node): every message of a frame carries the input image's header unchanged and is
+at the input's size. Label images go into ``Image.data`` with one buffer copy
+(:func:`array_to_image`). Decoders (the monitor, any consumer): :func:`result_from_msg`,
+:func:`label_set_from_msg`, :func:`frame_key`, the inverses of what a consumer needs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from panoptic_ros.categories import VOID, LabelSet
+from panoptic_ros.categories import Category as CategoryEntry
 from panoptic_ros.msg import (
     Category,
     CategoryArray,
@@ -23,8 +26,8 @@ from panoptic_ros.msg import (
     PanopticSegmentation,
     SegmentInfo,
 )
-from panoptic_ros.result import PanopticResult
-from panoptic_ros.ros.conversions import array_to_image
+from panoptic_ros.result import PanopticResult, Segment
+from panoptic_ros.ros.conversions import array_to_image, image_to_array
 
 IDS_ENCODING = "32SC1"
 """Encoding of the panoptic label image."""
@@ -144,3 +147,42 @@ def instances_msg(result: PanopticResult, header: Header) -> Image:
 def rgb_msg(rgb: np.ndarray, header: Any) -> Image:
     """Build an ``rgb8`` image (the overlay) with the input's header."""
     return array_to_image(np.asarray(rgb, dtype=np.uint8), "rgb8", header)
+
+
+# -- message -> numpy (what a consumer needs back) -------------------------------------------
+def frame_key(header: Header) -> tuple[int, int, str]:
+    """The pairing key of a header: ``(stamp.sec, stamp.nanosec, frame_id)``."""
+    return int(header.stamp.sec), int(header.stamp.nanosec), str(header.frame_id)
+
+
+def result_from_msg(msg: PanopticSegmentation) -> PanopticResult:
+    """A ``PanopticSegmentation`` as a :class:`PanopticResult` (ids copied out of the message).
+
+    Segments are taken from ``msg.segments`` as published (ids, categories, kinds, scores,
+    areas, boxes), sorted by id.
+
+    Raises:
+        ImageConversionError: the label image is not a valid ``32SC1`` image.
+    """
+    ids = np.array(image_to_array(msg.ids), dtype=np.int32, copy=True)
+    segments = sorted(
+        (
+            Segment(
+                id=int(s.id), category_id=int(s.category_id), is_thing=bool(s.is_thing),
+                instance_id=int(s.instance_id), score=float(s.score), area=int(s.area),
+                bbox=(int(s.bbox.x_offset), int(s.bbox.y_offset), int(s.bbox.width),
+                      int(s.bbox.height)),
+            )
+            for s in msg.segments
+        ),
+        key=lambda s: s.id,
+    )
+    return PanopticResult(ids=ids, segments=segments, label_divisor=int(msg.label_divisor))
+
+
+def label_set_from_msg(msg: CategoryArray, name: str = "model") -> LabelSet:
+    """A ``CategoryArray`` (the node's ``~/categories``) as a :class:`LabelSet`."""
+    return LabelSet(name, [
+        CategoryEntry(int(c.id), str(c.name), bool(c.is_thing), tuple(int(v) for v in c.color))
+        for c in msg.categories
+    ])

@@ -26,12 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -64,6 +59,15 @@ from panoptic_ros.ros.messages import (
     semantic_encoding,
     semantic_msg,
 )
+from panoptic_ros.ros.params import (
+    ACTIVATE,
+    CONFIGURE,
+    LIVE,
+    START,
+    WHEN,
+    ParamSpec,
+    parameter_descriptor,
+)
 from panoptic_ros.ros.qos import (
     ReliabilityDecision,
     choose_image_reliability,
@@ -77,60 +81,6 @@ NODE_NAME = "panoptic_segmentation"
 
 
 # -- parameters ------------------------------------------------------------------------------
-CONFIGURE, ACTIVATE, LIVE, START = "configure", "activate", "live", "start"
-_WHEN = {
-    CONFIGURE: "applies at the next configure",
-    ACTIVATE: "applies at the next activate",
-    LIVE: "applies immediately",
-    START: "read once at start",
-}
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One node parameter: default, meaning, valid values and when a change takes effect.
-
-    ``validate`` judges what a range or a list of choices cannot (a device name, a backend
-    name): it returns why a value is invalid, or ``None``.
-    """
-
-    name: str
-    default: Any
-    description: str
-    when: str
-    choices: tuple[str, ...] = ()
-    low: float | None = None
-    high: float | None = None
-    validate: Callable[[Any], str | None] | None = None
-
-    def descriptor(self) -> ParameterDescriptor:
-        """The ``ParameterDescriptor`` declared for it: description, range, constraints."""
-        return _descriptor(self.name, f"{self.description} ({_WHEN[self.when]})", self.default,
-                           self.choices, self.low, self.high)
-
-    def check(self, value: Any) -> str | None:
-        """Why ``value`` is invalid, or ``None`` when it is fine (ranges included)."""
-        if self.choices and value not in self.choices:
-            return f"{self.name} must be one of {list(self.choices)}, got {value!r}"
-        if self.low is not None and not self.low <= value <= self.high:
-            return f"{self.name} must lie in [{self.low}, {self.high}], got {value!r}"
-        return self.validate(value) if self.validate is not None else None
-
-
-def _descriptor(name: str, description: str, default: Any, choices: tuple[str, ...] = (),
-                low: float | None = None, high: float | None = None) -> ParameterDescriptor:
-    d = ParameterDescriptor(name=name, description=description)
-    if choices:
-        d.additional_constraints = "one of: " + ", ".join(repr(c) for c in choices)
-    if low is not None and high is not None and isinstance(default, float):
-        d.floating_point_range = [
-            FloatingPointRange(from_value=float(low), to_value=float(high))
-        ]
-    elif low is not None and high is not None and isinstance(default, int):
-        d.integer_range = [IntegerRange(from_value=int(low), to_value=int(high))]
-    return d
-
-
 def _check_device(value: Any) -> str | None:
     try:
         normalize_device_name(value)
@@ -221,10 +171,10 @@ def live_param_descriptor(spec: LiveParam) -> ParameterDescriptor:
     """
     unset = "-1" if spec.kind is not str else "empty"
     description = (f"{spec.description}; {unset} = {MODEL_DEFAULT} ({spec.default!r} for the "
-                   f"loaded model) ({_WHEN[LIVE]}; declared by the backend at configure)")
+                   f"loaded model) ({WHEN[LIVE]}; declared by the backend at configure)")
     choices = (UNSET_TEXT, *spec.choices) if spec.choices else ()
     low = UNSET_NUMBER if spec.low is not None else None
-    return _descriptor(spec.name, description, spec.unset, choices, low, spec.high)
+    return parameter_descriptor(spec.name, description, spec.unset, choices, low, spec.high)
 
 
 def check_live_value(spec: LiveParam, value: Any) -> str | None:
@@ -479,7 +429,7 @@ class PanopticSegmentationNode(LifecycleNode):
         for name in changes:
             when = SPECS[name].when if name in SPECS else LIVE
             if when != LIVE and self._state != "unconfigured":
-                self.get_logger().info(f"parameter {name} changed; it {_WHEN[when]}")
+                self.get_logger().info(f"parameter {name} changed; it {WHEN[when]}")
         return SetParametersResult(successful=True)
 
     def _declare_live_params(self, specs: tuple[LiveParam, ...]) -> None:

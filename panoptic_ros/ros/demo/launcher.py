@@ -3,10 +3,10 @@
 :func:`run_demo` starts the ``panoptic_node`` executable and the demo camera as separate
 processes (their own session, so a terminal Ctrl-C reaches only the demo, which stops them in
 order; and a parent-death signal, so they never outlive a killed demo) and scores the node's
-outputs with a :class:`~panoptic_ros.ros.monitor.PanopticMonitor` in this process. The camera
-and the monitor run in different processes so that scene generation never delays the monitor's
-receive timestamps: the measured latency is stamp (camera, at publish) to receipt (monitor),
-both on the system clock.
+outputs with a :class:`~panoptic_ros.ros.demo.monitor.PanopticMonitor` in this process. The
+camera and the monitor run in different processes so that scene generation never delays the
+monitor's receive timestamps: the measured latency is stamp (camera, at publish) to receipt
+(monitor), both on the system clock.
 
 The caller sets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and ``ROS_DOMAIN_ID`` in
 ``os.environ`` before calling (the children inherit them); :func:`run_demo` checks both.
@@ -35,8 +35,9 @@ from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
 from panoptic_ros.errors import PanopticRosError, UserError
-from panoptic_ros.evaluation.live import LiveSnapshot
-from panoptic_ros.ros.monitor import SEGMENTATION_NODE, PanopticMonitor
+from panoptic_ros.ros.demo.monitor import SEGMENTATION_NODE, PanopticMonitor
+from panoptic_ros.ros.demo.report import LOGS_DIR, PARAMS_NAME
+from panoptic_ros.ros.demo.scoring import LiveSnapshot
 
 NAMESPACE = "/panoptic_demo"
 
@@ -162,7 +163,7 @@ class _Run:
     def __init__(self, cfg: DemoConfig, status: StatusCallback) -> None:
         self.cfg = cfg
         self.status = status
-        self.logs = cfg.output_dir / "logs"
+        self.logs = cfg.output_dir / LOGS_DIR
         self.wake = threading.Event()  # never set: an interruptible sleep
         self.context = rclpy.Context()
         # No rclpy signal handlers: SIGINT stays Python's KeyboardInterrupt in this thread.
@@ -200,7 +201,7 @@ class _Run:
     def start_node(self) -> None:
         """Start ``panoptic_node`` and wait until it is active and its outputs are visible."""
         cfg = self.cfg
-        params = write_node_params(cfg.output_dir / "panoptic_params.yaml", cfg)
+        params = write_node_params(cfg.output_dir / PARAMS_NAME, cfg)
         cmd = executable("panoptic_node", "panoptic_ros.ros.node") + [
             "--ros-args", "--params-file", str(params),
             "-r", f"__ns:={cfg.namespace}",
@@ -230,7 +231,7 @@ class _Run:
     def start_camera(self) -> None:
         """Start the camera and wait for its first frame to reach the monitor."""
         cfg = self.cfg
-        cmd = executable("panoptic_demo_camera", "panoptic_ros.ros.demo_camera") + [
+        cmd = executable("panoptic_demo_camera", "panoptic_ros.ros.demo.camera") + [
             "--ros-args", "-r", f"__ns:={cfg.namespace}",
             "-p", f"rate:={float(cfg.rate_hz)}", "-p", f"seed:={int(cfg.seed)}",
             "-p", f"height:={int(cfg.height)}", "-p", f"width:={int(cfg.width)}"]

@@ -20,7 +20,6 @@ from typing import Any
 
 import rclpy
 import rclpy.logging
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -31,11 +30,31 @@ from panoptic_ros.data.synthetic import SceneConfig, SceneGenerator
 from panoptic_ros.msg import PanopticSegmentation
 from panoptic_ros.ros.conversions import array_to_image
 from panoptic_ros.ros.messages import panoptic_msg
+from panoptic_ros.ros.params import START, ParamSpec, declare_params
 from panoptic_ros.ros.spin import spin_main
 
 NODE_NAME = "demo_camera"
 DEFAULT_SEED = 2026
 """Scene seed of the demo: never used by the demo model's training (1000) or validation (7)."""
+
+
+def _spec(name: str, default: Any, description: str, low: float | None = None,
+          high: float | None = None) -> ParamSpec:
+    return ParamSpec(name, default, description, START, low=low, high=high, read_only=True)
+
+
+PARAMS: tuple[ParamSpec, ...] = (
+    _spec("rate", 10.0, "frames per second", 0.1, 1000.0),
+    _spec("seed", DEFAULT_SEED, "scene seed (the demo model trained on 1000, validated on 7)",
+          0, 2**31 - 1),
+    _spec("start_id", 0, "index of the first scene of the seed", 0, 2**31 - 1),
+    _spec("height", 256, "image height, pixels", 32, 8192),
+    _spec("width", 320, "image width, pixels", 32, 8192),
+    _spec("frame_id", "camera_optical_frame", "frame_id of the headers"),
+    _spec("prefetch", 16, "scenes generated ahead of publishing", 1, 1000),
+    _spec("wait_for_subscribers", True, "publish only once both camera/image_raw and "
+          "camera/ground_truth have a subscriber (no frames lost at start)"),
+)
 
 
 class DemoCamera(Node):
@@ -48,20 +67,11 @@ class DemoCamera(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        p = self._declare
-        rate = p("rate", 10.0, "frames per second", 0.1, 1000.0)
-        seed = p("seed", DEFAULT_SEED, "scene seed (the demo model trained on 1000, validated "
-                 "on 7)", 0, 2**31 - 1)
-        start = p("start_id", 0, "index of the first scene of the seed", 0, 2**31 - 1)
-        height = p("height", 256, "image height, pixels", 32, 8192)
-        width = p("width", 320, "image width, pixels", 32, 8192)
-        self.frame_id = p("frame_id", "camera_optical_frame", "frame_id of the headers")
-        prefetch = p("prefetch", 16, "scenes generated ahead of publishing", 1, 1000)
-        self.wait_for_subscribers = p(
-            "wait_for_subscribers", True, "publish only once both camera/image_raw and "
-            "camera/ground_truth have a subscriber (no frames lost at start)")
-        self._scenes = SceneGenerator(SceneConfig(height=int(height), width=int(width)),
-                                      seed=int(seed), start_id=int(start))
+        p = declare_params(self, PARAMS)
+        self.frame_id = p["frame_id"]
+        self.wait_for_subscribers = p["wait_for_subscribers"]
+        self._scenes = SceneGenerator(SceneConfig(height=int(p["height"]), width=int(p["width"])),
+                                      seed=int(p["seed"]), start_id=int(p["start_id"]))
         self._labels = synthetic()
         image_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         truth_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -72,20 +82,12 @@ class DemoCamera(Node):
         self.underruns = 0
         self.publish_errors = 0
         self._streaming = False
-        self._ready: queue.Queue = queue.Queue(maxsize=int(prefetch))
+        self._ready: queue.Queue = queue.Queue(maxsize=int(p["prefetch"]))
         self._stop = threading.Event()
         self._producer = threading.Thread(target=self._produce, name="scene-generator",
                                           daemon=True)
         self._producer.start()
-        self._timer = self.create_timer(1.0 / float(rate), self._tick)
-
-    def _declare(self, name: str, default: Any, description: str, low=None, high=None) -> Any:
-        d = ParameterDescriptor(name=name, description=description, read_only=True)
-        if isinstance(default, float) and low is not None:
-            d.floating_point_range = [FloatingPointRange(from_value=low, to_value=high)]
-        elif isinstance(default, int) and not isinstance(default, bool) and low is not None:
-            d.integer_range = [IntegerRange(from_value=low, to_value=high)]
-        return self.declare_parameter(name, default, d).value
+        self._timer = self.create_timer(1.0 / float(p["rate"]), self._tick)
 
     def _produce(self) -> None:
         """Generator thread: scenes -> ready messages (image, ground truth), headers unset."""

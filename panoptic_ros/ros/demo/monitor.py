@@ -3,13 +3,13 @@
 Subscribes to the node's ``~/panoptic``, ``~/instance_counts``, ``~/categories`` (latched)
 and ``~/overlay``, to the camera's ground truth and image, and to ``/diagnostics``; pairs each
 prediction with its ground truth by header (stamp and frame_id) and scores the stream live
-with :class:`~panoptic_ros.evaluation.live.LiveEvaluator`: PQ, end-to-end latency (receive time
+with :class:`~panoptic_ros.ros.demo.scoring.LiveEvaluator`: PQ, end-to-end latency (receive time
 minus header stamp, both from the system clock), output rate, dropped frames, instance counts.
 
 Callbacks only take the receive time and queue the message; a worker thread converts, pairs,
 scores and writes files, so evaluation work never delays the next receive timestamp.
 
-Topics (relative; the defaults match the node and :mod:`~panoptic_ros.ros.demo_camera` in one
+Topics (relative; the defaults match the node and :mod:`~panoptic_ros.ros.demo.camera` in one
 namespace): ``panoptic_segmentation/{panoptic,instance_counts,categories,overlay}``,
 ``camera/ground_truth``, ``camera/image_raw``, ``/diagnostics``.
 
@@ -29,80 +29,44 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
-from std_msgs.msg import Header
 
-from panoptic_ros.categories import Category, LabelSet, get_label_set
-from panoptic_ros.evaluation.live import (
-    FrameKey,
-    LiveEvaluator,
+from panoptic_ros.categories import get_label_set
+from panoptic_ros.msg import CategoryArray, InstanceCounts, PanopticSegmentation
+from panoptic_ros.ros.conversions import image_to_rgb
+from panoptic_ros.ros.demo.pairing import stamp_ns
+from panoptic_ros.ros.demo.report import (
+    SUMMARY_NAME,
     format_status,
     format_summary,
-    stamp_ns,
     write_summary,
 )
-from panoptic_ros.msg import CategoryArray, InstanceCounts, PanopticSegmentation
-from panoptic_ros.result import PanopticResult, Segment
-from panoptic_ros.ros.conversions import image_to_array, image_to_rgb
+from panoptic_ros.ros.demo.scoring import LiveEvaluator
+from panoptic_ros.ros.diagnostics import diagnostic_values
+from panoptic_ros.ros.messages import frame_key, label_set_from_msg, result_from_msg
+from panoptic_ros.ros.params import START, ParamSpec, declare_params
 from panoptic_ros.ros.spin import spin_main
 
 NODE_NAME = "panoptic_monitor"
 SEGMENTATION_NODE = "panoptic_segmentation"
-SUMMARY_NAME = "summary.json"
 
-# -- message -> numpy (the inverse of ros.messages for what a consumer needs) -----------------
-
-
-def frame_key(header: Header) -> FrameKey:
-    """The pairing key of a header: ``(stamp.sec, stamp.nanosec, frame_id)``."""
-    return int(header.stamp.sec), int(header.stamp.nanosec), str(header.frame_id)
-
-
-def result_from_msg(msg: PanopticSegmentation) -> PanopticResult:
-    """A ``PanopticSegmentation`` as a :class:`PanopticResult` (ids copied out of the message).
-
-    Segments are taken from ``msg.segments`` as published (ids, categories, kinds, scores,
-    areas, boxes), sorted by id.
-
-    Raises:
-        ImageConversionError: the label image is not a valid ``32SC1`` image.
-    """
-    ids = np.array(image_to_array(msg.ids), dtype=np.int32, copy=True)
-    segments = sorted(
-        (
-            Segment(
-                id=int(s.id), category_id=int(s.category_id), is_thing=bool(s.is_thing),
-                instance_id=int(s.instance_id), score=float(s.score), area=int(s.area),
-                bbox=(int(s.bbox.x_offset), int(s.bbox.y_offset), int(s.bbox.width),
-                      int(s.bbox.height)),
-            )
-            for s in msg.segments
-        ),
-        key=lambda s: s.id,
-    )
-    return PanopticResult(ids=ids, segments=segments, label_divisor=int(msg.label_divisor))
-
-
-def label_set_from_msg(msg: CategoryArray, name: str = "model") -> LabelSet:
-    """The node's category table (``~/categories``) as a :class:`LabelSet`."""
-    return LabelSet(name, [
-        Category(int(c.id), str(c.name), bool(c.is_thing), tuple(int(v) for v in c.color))
-        for c in msg.categories
-    ])
-
-
-def _number(text: str) -> Any:
-    """A diagnostics value as int or float when it is one, else the string."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("output_dir", "", "folder for summary.json, the contact sheet and COCO panoptic "
+              "predictions + ground truth; empty = write nothing", START),
+    ParamSpec("sheet_rows", 6, "frames on the contact sheet", START, low=1, high=100),
+    ParamSpec("truth_label_set", "synthetic", "categories of the ground truth (built-in name or "
+              "COCO-style JSON path)", START),
+    ParamSpec("segmentation_node", SEGMENTATION_NODE, "name of the panoptic node in this "
+              "namespace (its /diagnostics are read)", START),
+    ParamSpec("max_pending", 100, "camera frames held while waiting for their output (at least "
+              "rate x worst latency; each holds its image and ground truth)", START,
+              low=1, high=100_000),
+    ParamSpec("report_period", 5.0, "log the running figures every so many seconds; 0 = never",
+              START, low=0.0, high=3600.0),
+)
 
 
 class PanopticMonitor(Node):
@@ -116,22 +80,13 @@ class PanopticMonitor(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        p = self._declare
-        out = p("output_dir", "", "folder for summary.json, the contact sheet and COCO panoptic "
-                "predictions + ground truth; empty = write nothing")
-        rows = p("sheet_rows", 6, "frames on the contact sheet", low=1, high=100)
-        truth = p("truth_label_set", "synthetic", "categories of the ground truth (built-in "
-                  "name or COCO-style JSON path)")
-        target = p("segmentation_node", SEGMENTATION_NODE, "name of the panoptic node in this "
-                   "namespace (its /diagnostics are read)")
-        pending = p("max_pending", 100, "camera frames held while waiting for their output "
-                    "(at least rate x worst latency; each holds its image and ground truth)",
-                    low=1, high=100_000)
-        period = p("report_period", 5.0, "log the running figures every so many seconds; 0 = "
-                   "never", low=0.0, high=3600.0)
-        self.output_dir = Path(out) if out else None
-        self.evaluator = LiveEvaluator(get_label_set(truth), output_dir=self.output_dir,
-                                       sheet_rows=int(rows), max_pending=int(pending))
+        p = declare_params(self, PARAMS)
+        target, period = p["segmentation_node"], p["report_period"]
+        self.output_dir = Path(p["output_dir"]) if p["output_dir"] else None
+        self.evaluator = LiveEvaluator(get_label_set(p["truth_label_set"]),
+                                       output_dir=self.output_dir,
+                                       sheet_rows=int(p["sheet_rows"]),
+                                       max_pending=int(p["max_pending"]))
         ns = self.get_namespace().rstrip("/")
         self.target_name = f"{ns}/{target}"
         self.categories_received = threading.Event()
@@ -167,14 +122,6 @@ class PanopticMonitor(Node):
         self._report = (self.create_timer(float(period), self._log_status)
                         if period > 0 else None)
 
-    def _declare(self, name: str, default: Any, description: str, low=None, high=None) -> Any:
-        d = ParameterDescriptor(name=name, description=description)
-        if isinstance(default, float) and low is not None:
-            d.floating_point_range = [FloatingPointRange(from_value=low, to_value=high)]
-        elif isinstance(default, int) and low is not None:
-            d.integer_range = [IntegerRange(from_value=low, to_value=high)]
-        return self.declare_parameter(name, default, d).value
-
     # -- callbacks: timestamp and queue, nothing else ----------------------------------------
     def _on_panoptic(self, msg: PanopticSegmentation) -> None:
         now_ns = self.get_clock().now().nanoseconds
@@ -206,10 +153,7 @@ class PanopticMonitor(Node):
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
             if status.name.split(":")[0] == self.target_name:
-                values = {kv.key: _number(kv.value) for kv in status.values}
-                values.update(level=int.from_bytes(status.level, "little")
-                              if isinstance(status.level, bytes) else int(status.level),
-                              message=status.message)
+                values = diagnostic_values(status)
                 with self._lock:
                     self._diag, self._diag_time = values, time.monotonic()
                 self.diagnostics_received.set()

@@ -1,0 +1,228 @@
+"""The live demo's ROS-free half: pairing by header, live scoring, contact sheet, report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from panoptic_ros.categories import synthetic
+from panoptic_ros.data.coco_panoptic import CocoPanopticDataset, read_image
+from panoptic_ros.evaluation.pq import PQStat, pq_compute_files, pq_results
+from panoptic_ros.result import PanopticResult
+from panoptic_ros.ros.demo.pairing import KeyedBuffer, StampPairer
+from panoptic_ros.ros.demo.report import (
+    OUTPUT_ENTRIES,
+    format_status,
+    format_summary,
+    offline_check,
+    prepare_output,
+)
+from panoptic_ros.ros.demo.scoring import LiveEvaluator, latency_summary
+from panoptic_ros.ros.demo.sheet import SheetRow, SheetSampler, sheet_image
+
+LS = synthetic()
+SKY, GROUND, PERSON, CAR = 11, 12, 1, 2
+
+
+def key(i: int, frame: str = "cam") -> tuple[int, int, str]:
+    return (100 + i // 10, (i % 10) * 100_000_000, frame)
+
+
+# -- StampPairer ------------------------------------------------------------------------------
+def test_pairer_pairs_by_header_and_counts_frames_without_output():
+    pairer = StampPairer(max_pending=10)
+    for i in range(5):
+        assert pairer.add_truth(key(i), f"gt{i}") is None
+    assert pairer.add_prediction(key(1), "p1") == ("gt1", "p1")
+    assert pairer.truth_without_prediction == 1  # frame 0 is older than an answered frame
+    assert pairer.add_prediction(key(4), "p4") == ("gt4", "p4")
+    assert pairer.truth_without_prediction == 3  # frames 2 and 3 too
+    assert pairer.pending_truth == 0
+    pairer.add_truth(key(5), "gt5")
+    pairer.flush()
+    assert (pairer.truth_without_prediction, pairer.prediction_without_truth) == (4, 0)
+
+
+def test_pairer_waits_for_late_truth_and_matches_frame_id():
+    pairer = StampPairer()
+    assert pairer.add_prediction(key(3), "p3") is None
+    assert pairer.add_truth(key(3, "other_frame"), "gt3-other") is None
+    assert pairer.add_truth(key(3), "gt3") == ("gt3", "p3")
+    assert pairer.pending_predictions == 0
+    pairer.flush()
+    assert (pairer.truth_without_prediction, pairer.prediction_without_truth) == (1, 0)
+
+
+def test_pairer_memory_is_bounded():
+    pairer = StampPairer(max_pending=3)
+    for i in range(10):
+        pairer.add_truth(key(i), i)
+    assert pairer.pending_truth == 3 and pairer.truth_without_prediction == 7
+    for i in range(20, 25):
+        pairer.add_prediction(key(i, "x"), i)
+    assert pairer.pending_predictions == 3 and pairer.prediction_without_truth == 2
+    with pytest.raises(ValueError, match="max_pending"):
+        StampPairer(max_pending=0)
+
+
+# -- LiveEvaluator ----------------------------------------------------------------------------
+def gt_and_pred(i: int) -> tuple[PanopticResult, PanopticResult]:
+    """A 12x16 frame: sky over ground, a person and a car; the prediction shifts the car by
+    ``i % 4`` columns and misses the person on odd frames."""
+    ids = np.full((12, 16), SKY * 1000, np.int32)
+    ids[6:] = GROUND * 1000
+    ids[3:10, 2:5] = PERSON * 1000 + 1
+    ids[7:11, 8:14] = CAR * 1000 + 1
+    pred = ids.copy()
+    pred[pred == CAR * 1000 + 1] = GROUND * 1000
+    shift = i % 4
+    pred[7:11, 8 + shift:14 + shift] = CAR * 1000 + 1
+    if i % 2:
+        pred[pred == PERSON * 1000 + 1] = 0
+    return PanopticResult.from_ids(ids, LS), PanopticResult.from_ids(pred, LS)
+
+
+def test_live_evaluator_accumulates_pq_and_writes_files_that_rescore_the_same(tmp_path):
+    ev = LiveEvaluator(LS, output_dir=tmp_path, sheet_rows=2)
+    expected = PQStat()
+    for i in range(6):
+        gt, pred = gt_and_pred(i)
+        image = np.full((12, 16, 3), 10 * i, np.uint8)
+        if i == 4:  # topics interleave: prediction, then ground truth, then the image
+            ev.add_prediction(key(i), pred, latency_s=0.1 * (i + 1), received=float(i))
+            ev.add_truth(key(i), gt)
+            ev.add_image(key(i), image)
+        else:
+            ev.add_truth(key(i), gt)
+            ev.add_image(key(i), image)
+            if i == 2:
+                continue  # the node dropped this frame
+            ev.add_prediction(key(i), pred, latency_s=0.1 * (i + 1), received=float(i))
+        expected += pq_results(gt, pred)
+        ev.add_overlay(key(i), image + 1)
+        ev.add_counts({"person": 1 - i % 2, "car": 1})
+    snap = ev.snapshot()
+    assert (snap.frames_in, snap.frames_out, snap.frames_dropped) == (6, 5, 1)
+    summary = ev.close()
+    assert summary["pq"] == expected.results(LS)
+    assert 0.0 < summary["pq"]["All"]["pq"] < 1.0
+    assert (summary["frames_paired"], summary["frames_dropped"]) == (5, 1)
+    assert summary["latency_ms"]["p50"] == pytest.approx(400.0)
+    assert summary["latency_ms"]["max"] == pytest.approx(600.0)
+    assert summary["output_rate_hz"] == pytest.approx(4 / 5)
+    assert summary["instance_counts_mean"] == {"person": 0.4, "car": 1.0}
+    # The offline evaluation of the written files gives the very same numbers.
+    offline = pq_compute_files(tmp_path / "ground_truth.json", None,
+                               tmp_path / "predictions.json", None)
+    assert offline == summary["pq"]
+    gt_set = CocoPanopticDataset(tmp_path / "ground_truth.json")
+    assert gt_set.image_ids == [1, 2, 3, 4, 5]
+    assert (gt_set.load_image(3) == 30).all()  # image id 3 is frame 3 (frame 2 was dropped)
+    assert (gt_set.load_image(4) == 40).all()  # written when it came, after the pair
+    assert (gt_set.load_segment_ids(3) == gt_and_pred(3)[0].ids).all()
+    sheet = read_image(summary["files"]["contact_sheet"])
+    assert sheet.shape == (2 * 12, 3 * 16, 3)
+    assert summary["contact_sheet_rows"] == 2
+
+
+def test_live_evaluator_does_not_score_foreign_categories(tmp_path):
+    from panoptic_ros.categories import cityscapes
+
+    ev = LiveEvaluator(LS, sheet_rows=0)
+    ev.set_model_labels(cityscapes())
+    gt, pred = gt_and_pred(0)
+    ev.add_truth(key(0), gt)
+    ev.add_prediction(key(0), pred, 0.2)
+    summary = ev.close()
+    assert summary["pq"] is None and "not scored" in summary["pq_note"]
+    assert summary["frames_paired"] == 1
+
+
+def test_sheet_sampler_keeps_evenly_spaced_frames_in_bounded_memory():
+    sampler = SheetSampler(rows=4, capacity=8)
+    img = np.zeros((4, 4, 3), np.uint8)
+    gt = PanopticResult.from_ids(np.full((4, 4), SKY * 1000), LS)
+    made = []
+    for i in range(100):
+        sampler.offer(key(i), lambda i=i: made.append(i) or SheetRow(key(i), gt, None, img))
+        if i != 96:
+            sampler.add_overlay(key(i), img)
+    assert len(sampler._held) <= 8
+    kept = [r.key for r in sampler._held]
+    steps = {b[1] - a[1] + 1_000_000_000 * (b[0] - a[0]) for a, b in zip(kept, kept[1:])}
+    assert len(steps) == 1  # evenly spaced
+    picked = sampler.pick()
+    assert len(picked) == 4 and all(r.overlay is not None for r in picked)
+    assert picked[0].key == key(0)
+    assert len(made) < 30  # rows are only built for frames that are kept
+
+
+def test_sheet_image_panels_and_errors():
+    gt = PanopticResult.from_ids(np.kron(gt_and_pred(0)[0].ids, np.ones((4, 4), np.int32)), LS)
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    rows = [SheetRow(key(i), gt, 0.5, rgb, overlay=rgb + 7) for i in range(3)]
+    sheet = sheet_image(rows, LS)
+    assert sheet.shape == (3 * 48, 3 * 64, 3) and sheet.dtype == np.uint8
+    bottom = sheet[-1]  # last line of the last row: input | overlay | ground truth
+    assert (bottom[:64] == 0).all() and (bottom[64:128] == 7).all()
+    assert tuple(bottom[-1]) == tuple(LS.by_id(GROUND).color)
+    assert (rgb == 0).all()  # the captions are drawn on copies
+    with pytest.raises(ValueError, match="no overlay"):
+        sheet_image([SheetRow(key(0), gt, None, rgb)], LS)
+    with pytest.raises(ValueError, match="at least one"):
+        sheet_image([], LS)
+
+
+def test_latency_summary():
+    s = latency_summary([0.1, 0.2, 0.3, 0.4])
+    assert s["count"] == 4 and s["p50"] == pytest.approx(250.0)
+    assert s["p95"] == pytest.approx(385.0) and s["min"] == pytest.approx(100.0)
+    assert latency_summary([])["count"] == 0
+
+
+# -- KeyedBuffer -----------------------------------------------------------------------------
+def test_keyed_buffer_is_bounded_and_keeps_arrival_order():
+    buf: KeyedBuffer[str] = KeyedBuffer(2)
+    assert buf.put(key(0), "a") == 0 and buf.put(key(1), "b") == 0
+    assert buf.put(key(0), "a2") == 0  # replaced in its place, nothing falls out
+    assert buf.put(key(2), "c") == 1  # the oldest (key 0) falls out
+    assert key(0) not in buf and list(buf) == [key(1), key(2)]
+    assert buf.get(key(1)) == "b" and len(buf) == 2
+    assert buf.pop(key(1)) == "b" and buf.pop(key(1), "none") == "none"
+    assert buf.clear() == 1 and len(buf) == 0
+    with pytest.raises(ValueError, match="capacity"):
+        KeyedBuffer(0)
+
+
+# -- report ----------------------------------------------------------------------------------
+def test_report_texts_and_output_folder(tmp_path):
+    ev = LiveEvaluator(LS, output_dir=tmp_path / "out", sheet_rows=1)
+    gt, pred = gt_and_pred(1)
+    ev.add_truth(key(0), gt)
+    ev.add_prediction(key(0), pred, 0.25)
+    snap = ev.snapshot()
+    line = format_status(snap)
+    assert line.startswith("in 1 out 1 dropped 0 |") and "latency p50 250 ms" in line
+    summary = ev.close()
+    text = format_summary(summary)
+    assert "latency  p50 250 ms" in text and "PQ over 1 frames:" in text
+    assert offline_check(summary) is True
+    assert offline_check({**summary, "pq": None}) is None
+    out = tmp_path / "out"
+    (out / "keep.txt").write_text("not the demo's")
+    prepare_output(out)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert {"summary.json", "logs", "predictions"} <= set(OUTPUT_ENTRIES)
+
+
+def test_the_ros_free_half_does_not_load_rclpy():
+    code = ("import sys\n"
+            "import panoptic_ros.ros.demo.scoring, panoptic_ros.ros.demo.report\n"
+            "assert not [m for m in sys.modules if m.startswith(('rclpy', 'rcl_interfaces'))]")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
