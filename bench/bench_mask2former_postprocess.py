@@ -3,9 +3,11 @@
 Builds realistic query outputs (133 COCO panoptic classes, stuff fused; 12 % of the queries
 confident and covering segments of a random partition (25 % in the dense scene), the rest
 "no object"; mask logits at 1/4 of the input resolution), runs transformers'
-``Mask2FormerImageProcessor.post_process_panoptic_segmentation`` and ours on them, asserts the
-same segmentation (segment ids mapped; see panoptic_ros/models/mask2former_postprocess.py for
-the documented id difference) and prints the best-of-N times and the ratio.
+``Mask2FormerImageProcessor.post_process_panoptic_segmentation`` and ours (the backend's
+``panoptic_from_queries`` with the processor's rules and resizing) on them, asserts the same
+segmentation against transformers' own output (each of our segments takes the id transformers
+lists for its queries: ids can differ by design, see
+panoptic_ros/models/mask2former_postprocess.py) and prints the best-of-N times and the ratio.
 
     .venv/bin/python bench/bench_mask2former_postprocess.py            # COCO 640x640, 512x1024
     .venv/bin/python bench/bench_mask2former_postprocess.py --smoke    # CI size, seconds
@@ -22,9 +24,8 @@ import torch
 
 from panoptic_ros.categories import coco_panoptic
 from panoptic_ros.models.mask2former_postprocess import (
-    fuse_mask,
-    hf_segment_ids,
-    post_process_panoptic,
+    QuerySegments,
+    panoptic_from_queries,
     query_scores,
 )
 
@@ -37,6 +38,8 @@ SCENES = {
     "dense-512x1024": (2, 200, 512, 1024, 0.25),
 }
 SMOKE = {"smoke-96x128": (2, 20, 96, 128, 0.25)}
+PROCESSOR_LOGIT_SIZE = (384, 384)
+"""Mask2FormerImageProcessor resizes mask logits to this before the sigmoid."""
 
 
 def make_outputs(batch: int, queries: int, classes: int, mh: int, mw: int, device: str,
@@ -86,6 +89,42 @@ def timed_pair(fn_a, fn_b, repeats: int, device: str):
     return min(times_a), min(times_b), out_a, out_b
 
 
+def ours(class_logits: torch.Tensor, mask_logits: torch.Tensor, fuse: torch.Tensor,
+         target_size: tuple[int, int], **thresholds: float) -> list[QuerySegments]:
+    """Our post-processing of a batch with transformers' rules, as the backend calls it."""
+    scores, labels = query_scores(class_logits)
+    return [
+        panoptic_from_queries(scores[i], labels[i], mask_logits[i],
+                              num_classes=class_logits.shape[-1] - 1, fuse=fuse,
+                              target_size=target_size, logit_size=PROCESSOR_LOGIT_SIZE,
+                              rules="transformers", **thresholds)
+        for i in range(class_logits.shape[0])
+    ]
+
+
+def same_segmentation(ours_image: QuerySegments, query_labels: torch.Tensor, ref: dict) -> bool:
+    """Whether our segments are transformers' ``ref`` (one image), ids mapped.
+
+    transformers lists one ``segments_info`` entry per surviving query, in query order: each of
+    our segments takes the id listed for its queries (one id each), and then the maps must be
+    equal pixel for pixel (transformers' -1 for an empty image is void).
+    """
+    surviving = (ours_image.query_segment > 0).nonzero().squeeze(1).cpu()
+    info = ref["segments_info"]
+    labels = query_labels.cpu()[surviving].tolist()
+    if labels != [s["label_id"] for s in info]:
+        return False
+    pairs = set(zip(ours_image.query_segment.cpu()[surviving].tolist(), [s["id"] for s in info]))
+    to_hf = dict(pairs)
+    if len(to_hf) != len(pairs):  # one of our segments got two ids
+        return False
+    lut = torch.zeros(ours_image.num_segments + 1, dtype=torch.int64)
+    for segment, hf_id in to_hf.items():
+        lut[segment] = hf_id
+    expected = ref["segmentation"].long().clamp(min=0).cpu()
+    return torch.equal(lut[ours_image.segment_map.cpu()], expected)
+
+
 def run_scene(name: str, batch: int, queries: int, height: int, width: int,
               confident_fraction: float, device: str, repeats: int, processor) -> float:
     table = coco_panoptic()
@@ -93,25 +132,25 @@ def run_scene(name: str, batch: int, queries: int, height: int, width: int,
     stuff = [k for k, c in enumerate(table) if not c.is_thing]
     class_logits, mask_logits = make_outputs(batch, queries, classes, height // 4, width // 4,
                                              device, confident_fraction)
-    kw = dict(threshold=0.8, mask_threshold=0.5, overlap_mask_area_threshold=0.8,
-              label_ids_to_fuse=set(stuff), target_sizes=[(height, width)] * batch)
+    thresholds = dict(threshold=0.8, mask_threshold=0.5, overlap_threshold=0.8)
+    fuse = torch.tensor([not c.is_thing for c in table] + [False], device=device)
     outputs = SimpleNamespace(class_queries_logits=class_logits,
                               masks_queries_logits=mask_logits)
-    ours_fn = lambda: post_process_panoptic(class_logits, mask_logits, **kw)  # noqa: E731
-    ref_fn = lambda: processor.post_process_panoptic_segmentation(outputs, **kw)  # noqa: E731
+    ours_fn = lambda: ours(class_logits, mask_logits, fuse, (height, width),  # noqa: E731
+                           **thresholds)
+    ref_fn = lambda: processor.post_process_panoptic_segmentation(  # noqa: E731
+        outputs, threshold=0.8, mask_threshold=0.5, overlap_mask_area_threshold=0.8,
+        label_ids_to_fuse=set(stuff), target_sizes=[(height, width)] * batch)
     ours_fn(), ref_fn()  # warm-up
-    t_ref, t_ours, ref, ours = timed_pair(ref_fn, ours_fn, repeats, device)
+    t_ref, t_ours, ref, out = timed_pair(ref_fn, ours_fn, repeats, device)
 
-    _, labels = query_scores(class_logits)
-    fuse = fuse_mask(classes, set(stuff))
+    scores, labels = query_scores(class_logits)
     segments = 0
     for i in range(batch):
-        expected = ref[i]["segmentation"].long().clamp(min=0).cpu()
-        mapped = hf_segment_ids(ours[i], labels[i], fuse)[ours[i].segment_map.cpu()]
-        if not torch.equal(mapped, expected):
+        if not same_segmentation(out[i], labels[i], ref[i]):
             raise SystemExit(f"{name}: segmentation differs from transformers' in image {i}")
-        segments += ours[i].num_segments
-    kept = int(((labels != classes) & (query_scores(class_logits)[0] > 0.8)).sum())
+        segments += out[i].num_segments
+    kept = int(((labels != classes) & (scores > 0.8)).sum())
     print(
         f"{name:22s} B={batch} Q={queries} C={classes} masks {height // 4}x{width // 4} "
         f"-> {height}x{width}, {kept} kept queries, {segments} segments: "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from torch import Tensor
 
 from panoptic_ros import models
 from panoptic_ros.categories import LabelSet, check_label_divisor, get_label_set
-from panoptic_ros.devices import normalize_device_name
+from panoptic_ros.devices import parse_device
 from panoptic_ros.errors import ModelLoadError
 from panoptic_ros.models import DEMO_WEIGHTS  # noqa: F401 - re-exported for users
 from panoptic_ros.models.live_params import LiveParam, check_values
@@ -157,28 +158,6 @@ class PredictorConfig:
     def inference_overrides(self) -> dict[str, Any]:
         """The live settings this config overrides (``None`` values keep the model's)."""
         return {k: v for k, v in self.inference.items() if v is not None}
-
-
-def parse_device(name: str, check_available: bool = True) -> torch.device:
-    """``auto``/``cpu``/``cuda``/``cuda:N`` -> ``torch.device``.
-
-    Raises:
-        ValueError: not a device name of these forms.
-        ModelLoadError: CUDA asked for but not available (with ``check_available``).
-    """
-    text = normalize_device_name(name)
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(text)
-    if check_available and device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelLoadError(f"device {name!r} requested but CUDA is not available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ModelLoadError(
-                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA "
-                f"device(s) exist"
-            )
-    return device
 
 
 def autocast_dtype(
@@ -404,10 +383,20 @@ class Predictor:
         return load_model(config.weights)
 
     def release(self) -> None:
-        """Free the model and its device memory; the Predictor is unusable afterwards."""
+        """Free the model and its device memory; the Predictor is unusable afterwards.
+
+        The order matters: the model's parameters are freed first (a garbage collection for
+        reference cycles, e.g. a compiled module holding its own bound method), compiled graphs
+        and their memory pools next (``torch._dynamo.reset``), and only then is the CUDA
+        caching allocator emptied, so that the memory really returns to the device.
+        """
         self.model = None
         self._staging = {}
+        gc.collect()
+        if self.config.compile:
+            torch._dynamo.reset()
         if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()
 
     # -- live settings ---------------------------------------------------------------------
@@ -475,6 +464,10 @@ class Predictor:
         )
         with autocast:
             results = self.model.predict(batch, sizes, out_sizes)
+        for result, size in zip(results, out_sizes, strict=True):
+            if result.ids.shape != size:  # the promise every caller relies on
+                raise RuntimeError(f"backend {self.config.backend!r} returned a "
+                                   f"{result.ids.shape} id map for a {size} image")
         return results[0] if single else results
 
     def _upload(self, image: np.ndarray | Tensor, slot: int) -> Tensor:

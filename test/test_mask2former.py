@@ -20,17 +20,12 @@ from helpers import (
     save_tiny_oneformer,
     tiny_mask2former,
 )
+from reference_hf_postprocess import fuse_mask, hf_segment_ids, post_process_panoptic
 
 from panoptic_ros.categories import cityscapes, coco_panoptic, decode_ids
 from panoptic_ros.errors import ModelLoadError
 from panoptic_ros.models.hf_labels import custom_label_set, is_placeholder, map_labels
-from panoptic_ros.models.mask2former_postprocess import (
-    fuse_mask,
-    hf_segment_ids,
-    panoptic_from_queries,
-    post_process_panoptic,
-    query_scores,
-)
+from panoptic_ros.models.mask2former_postprocess import panoptic_from_queries, query_scores
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -453,6 +448,25 @@ def test_config_from_dict_rejects_unknown_keys():
     assert (cfg.inference.score_threshold, cfg.inference.mask_threshold) == (0.7, 0.4)
     with pytest.raises(ValueError, match=r"unknown mask2former option\(s\) \['wieghts'\]"):
         Mask2FormerConfig.from_dict({"wieghts": "a/b"})
+    with pytest.raises(ValueError, match=r"unknown mask2former inference option\(s\) \['stuff"):
+        Mask2FormerConfig.from_dict({"inference": {"stuff_area": 10}})
+
+
+def test_predict_checks_the_batch_before_running_the_model():
+    from panoptic_ros.models.hf_labels import map_labels as mapper
+    from panoptic_ros.models.mask2former import Mask2FormerBackend
+
+    model = tiny_mask2former()
+    backend = Mask2FormerBackend(model, mapper(model.config.id2label))
+    images = torch.zeros(2, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"images must be Tensor\[B, 3, H, W\]"):
+        backend.predict(images[0], [(64, 64)])
+    with pytest.raises(ValueError, match="expected 2 image sizes, got 1"):
+        backend.predict(images, [(64, 64)])
+    with pytest.raises(ValueError, match="expected 2 output sizes, got 3"):
+        backend.predict(images, [(64, 64)] * 2, [(8, 8)] * 3)
+    with pytest.raises(ValueError, match=r"image size \(65, 64\) does not fit"):
+        backend.predict(images, [(64, 64), (65, 64)])
 
 
 def test_detr_panoptic_through_the_same_backend(tmp_path):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from panoptic_ros.categories import synthetic
 from panoptic_ros.cli import main
-from panoptic_ros.data.coco_panoptic import CocoPanopticDataset, write_image
+from panoptic_ros.data.coco_panoptic import CocoPanopticDataset, read_image, write_image
 from panoptic_ros.errors import ModelLoadError
 from panoptic_ros.inference import DEMO_WEIGHTS, Predictor, PredictorConfig, fit_size, parse_device
 from panoptic_ros.models.checkpoint import save_checkpoint
@@ -114,12 +115,18 @@ def test_bad_inputs_raise_value_error_naming_both_sides(predictor, bad, got):
     assert got in str(err.value)
 
 
-def test_demo_weights_missing_or_loaded():
-    if DEMO_WEIGHTS.is_file():
-        assert Predictor(device="cpu").label_set is not None
-    else:
-        with pytest.raises(ModelLoadError, match="bundled demo model not found at"):
-            Predictor(device="cpu")
+def test_demo_weights_loaded():
+    assert DEMO_WEIGHTS.is_file()  # shipped in the package
+    assert Predictor(device="cpu").label_set.name == "synthetic"
+
+
+def test_demo_weights_missing_fail_with_the_path(tmp_path, monkeypatch):
+    import panoptic_ros.models
+
+    missing = tmp_path / "gone" / "demo.pt"
+    monkeypatch.setattr(panoptic_ros.models, "DEMO_WEIGHTS", missing)
+    with pytest.raises(ModelLoadError, match=f"bundled demo model not found at {missing}"):
+        Predictor(device="cpu")
 
 
 def test_bad_weights_raise_model_load_error(tmp_path):
@@ -131,22 +138,43 @@ def test_bad_weights_raise_model_load_error(tmp_path):
         Predictor(weights=str(bad), device="cpu")
 
 
-def test_random_init_settings_and_live_thresholds():
+def test_random_init_settings():
     torch.manual_seed(0)
     p = Predictor(weights=None, variant="narrow", label_set="cityscapes", device="cpu",
-                  input_size=64, inference={"score_threshold": 0.6, "stuff_area": 0},
-                  label_divisor=10000)
+                  input_size=64, inference={"stuff_area": 0}, label_divisor=10000)
     assert p.label_set.name == "cityscapes" and p.input_size == 64
-    assert p.inference_params()["score_threshold"] == 0.6
     result = p(rgb(80, 120))
     assert result.ids.shape == (80, 120) and result.label_divisor == 10000
-    p.set_inference_params(overlap_threshold=0.3, strategy="panoptic_fpn")
-    assert p.inference_params()["strategy"] == "panoptic_fpn"
+    assert set(np.unique(result.ids // 10000)) <= {0, *p.label_set.ids.tolist()}
     with pytest.raises(ValueError, match="unknown inference parameter"):
         p.set_inference_params(threshold=0.1)
     p.release()
     with pytest.raises(RuntimeError, match="released"):
         p(rgb(8, 8))
+
+
+def test_live_settings_change_the_output_and_reset(checkpoint):
+    """A live change gives what a Predictor built with that setting gives; None / reset
+    restore the model's own value (and its output)."""
+    image = rgb(96, 128, 3)
+    p = Predictor(weights=str(checkpoint), device="cpu")
+    own = p(image)
+    assert any(s.is_thing for s in own.segments)  # every detection passes (score 0)
+    p.set_inference_params(score_threshold=1.0, strategy="panoptic_fpn")
+    strict = p(image)
+    assert not any(s.is_thing for s in strict.segments)
+    fresh = Predictor(weights=str(checkpoint), device="cpu",
+                      inference={"score_threshold": 1.0, "strategy": "panoptic_fpn"})
+    np.testing.assert_array_equal(strict.ids, fresh(image).ids)
+    p.set_inference_params(score_threshold=None)
+    assert p.inference_params()["score_threshold"] == 0.0
+    assert p.inference_params()["strategy"] == "panoptic_fpn"
+    p.reset_inference_params()
+    assert p.inference_params() == {p_.name: p_.default for p_ in p.live_params()}
+    np.testing.assert_array_equal(p(image).ids, own.ids)
+    with pytest.raises(ValueError, match=r"score_threshold must lie in \[0, 1\]"):
+        p.set_inference_params(score_threshold=1.5)
+    assert p.inference_params()["score_threshold"] == 0.0  # nothing changed
 
 
 def test_bf16_precision_on_cpu(checkpoint):
@@ -204,7 +232,15 @@ def test_infer_cli_single_image_and_input_size(checkpoint, tmp_path):
     assert data["images"][0] == {"id": "cam", "file_name": "cam.jpg", "height": 48, "width": 64}
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == \
         ["predictions", "predictions.json"]
-    assert (tmp_path / "o" / "predictions" / "cam.png").is_file()
+    # The ids are what the Predictor gives at that network input size (not the model's own).
+    png = cv2.cvtColor(cv2.imread(str(tmp_path / "o" / "predictions" / "cam.png")),
+                       cv2.COLOR_BGR2RGB).astype(np.int64)
+    ids = png[..., 0] + 256 * png[..., 1] + 65536 * png[..., 2]
+    image = read_image(tmp_path / "cam.jpg")
+    sized = Predictor(weights=str(checkpoint), device="cpu", input_size=(32, 48))(image)
+    np.testing.assert_array_equal(ids, sized.ids)
+    own = Predictor(weights=str(checkpoint), device="cpu")(image)
+    assert not np.array_equal(own.ids, sized.ids)  # the flag made a difference
 
 
 @pytest.mark.parametrize(
@@ -228,3 +264,23 @@ def test_infer_cli_bad_paths_exit_2_with_one_line(tmp_path, capsys, args, messag
     assert rc == 2
     assert err.count("\n") == 1 and err.startswith("panoptic-ros infer: error: ")
     assert message.format(tmp=tmp_path) in err
+
+
+def test_release_frees_the_model_without_outside_help():
+    """GPU readiness 1: after release() nothing keeps the model alive (on a GPU its memory
+    would otherwise stay allocated when the cache is emptied)."""
+    import gc
+    import weakref
+
+    p = Predictor(weights=None, variant="narrow", label_set="synthetic", device="cpu",
+                  input_size=64)
+    p(rgb(48, 64))
+    ref = weakref.ref(p.model)
+    gc.disable()  # the proof must not depend on a collection that happens to run
+    try:
+        p.release()
+        assert ref() is None
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError, match="released"):
+        p(rgb(48, 64))

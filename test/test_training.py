@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +14,10 @@ import pytest
 import torch
 import yaml
 
+from panoptic_ros.errors import ModelLoadError
 from panoptic_ros.models.checkpoint import load_checkpoint_file, load_model
 from panoptic_ros.training.config import TrainConfig, load_train_config
-from panoptic_ros.training.trainer import EpochSampler, Trainer, lr_factor
+from panoptic_ros.training.trainer import DistInfo, EpochSampler, Trainer, lr_factor, setup_device
 
 TINY = {
     "model": {"variant": "narrow"},
@@ -101,6 +104,82 @@ def test_checkpoint_resume_is_exact(tmp_path):
     with torch.no_grad():
         checksum = sum(float(p.double().sum()) for p in model.parameters())
     assert summary["steps"] == 4 and summary["param_checksums"][0] == pytest.approx(checksum)
+
+
+def test_run_hooks_log_checkpoint_validate_and_sigterm_interrupts(tmp_path, monkeypatch):
+    """The loop and its hooks, with stand-ins for the optimiser step and PQ (tested above)."""
+    trainer = Trainer(tiny(tmp_path, max_steps=4, checkpoint_every=2, val_every=2,
+                           log_every=1), progress=True)
+    events = []
+
+    def train_step(images, targets):
+        trainer.step += 1
+        if trainer.step == 3 and sigterm_at_3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return {"loss": 1.0 / trainer.step, "loss_semantic": 0.5}
+
+    def validate():
+        events.append((trainer.step, "validate"))
+        return {"all_pq": 0.5, "things_pq": 0.4, "stuff_pq": 0.6}
+
+    save = trainer.save
+    monkeypatch.setattr(trainer, "train_step", train_step)
+    monkeypatch.setattr(trainer, "validate", validate)
+    monkeypatch.setattr(trainer, "save", lambda name, with_state=True: (
+        events.append((trainer.step, name)), save(name, with_state))[1])
+    sigterm_at_3 = False
+    summary = trainer.run()
+    # Hooks after steps 2 and 4 (checkpoint, then validation before the last step), the end.
+    assert events == [(2, "last.pt"), (2, "validate"), (4, "last.pt"), (4, "last.pt"),
+                      (4, "validate"), (4, "model_final.pt")]
+    ema = 1.0
+    for step in (2, 3, 4):
+        ema = 0.9 * ema + 0.1 / step
+    assert summary["final_losses"]["loss"] == pytest.approx(ema)
+
+    # SIGTERM to the main process ends the run like Ctrl-C: last.pt, then KeyboardInterrupt.
+    handler = signal.getsignal(signal.SIGTERM)
+    trainer.step, sigterm_at_3 = 0, True
+    events.clear()
+    with pytest.raises(KeyboardInterrupt, match="interrupted at step 3; resume with --resume"):
+        trainer.run()
+    assert signal.getsignal(signal.SIGTERM) == handler
+    assert events == [(2, "last.pt"), (2, "validate"), (3, "last.pt")]
+    out = tmp_path / "run"
+    assert load_checkpoint_file(out / "last.pt")["train_state"]["step"] == 3
+    assert json.loads((out / "summary.json").read_text())["interrupted"] is True
+
+
+def test_device_rule_indexes_cuda_and_gives_each_torchrun_rank_its_gpu(monkeypatch, caplog):
+    made_current: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    alone = DistInfo()
+    assert setup_device("cuda", alone) == torch.device("cuda", 0)  # set_device needs an index
+    assert setup_device("auto", alone) == torch.device("cuda", 0)
+    assert setup_device("cuda:3", alone) == torch.device("cuda", 3)
+    rank2 = DistInfo(rank=2, world_size=4, local_rank=2)
+    for name in ("auto", "cuda", "cuda:2"):
+        assert setup_device(name, rank2) == torch.device("cuda", 2)
+    with caplog.at_level(logging.WARNING, logger="panoptic_ros.devices"):
+        assert setup_device("cuda:0", rank2) == torch.device("cuda", 2)  # not every rank on 0
+    assert "LOCAL_RANK 2 uses cuda:2" in caplog.text
+    assert [d.index for d in made_current] == [0, 0, 3, 2, 2, 2, 2]
+    assert setup_device("cpu", rank2) == torch.device("cpu") and len(made_current) == 7
+    with pytest.raises(ModelLoadError, match="only 4 CUDA device"):
+        setup_device("cuda:4", alone)
+    with pytest.raises(ModelLoadError, match=r"'cuda' \(cuda:5\) requested but only 4"):
+        setup_device("cuda", DistInfo(rank=5, world_size=8, local_rank=5))  # too few GPUs
+    with pytest.raises(ValueError, match="device must be"):
+        setup_device("gpu", alone)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert setup_device("auto", rank2) == torch.device("cpu")
+    with pytest.raises(ModelLoadError, match="CUDA is not available"):
+        setup_device("cuda", alone)
+    with pytest.raises(ValueError, match="device must be"):
+        TrainConfig.from_dict({**TINY, "device": "gpu"})  # refused when the config is read
 
 
 @pytest.mark.slow

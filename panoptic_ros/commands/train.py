@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from panoptic_ros.errors import UserError
+from panoptic_ros.errors import ModelLoadError, UserError
 
 HELP = "train EfficientPS from a config (config/train_*.yaml); torchrun for DDP"
 
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"checkpoint to resume not found: {resume}")
     try:
         summary = train(cfg, resume=resume, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ModelLoadError) as err:  # ModelLoadError: device
         raise UserError(str(err)) from None
     final = summary.get("final_val") or {}
     line = {k: summary[k] for k in ("steps", "train_seconds", "images_per_second")}

@@ -609,72 +609,125 @@ class _SceneBuilder:
 
     # layout: stuff category per pixel -------------------------------------------------
     def _layout(self) -> tuple[np.ndarray, float, float]:
-        """Stuff map ndarray[H, W] uint8, the floor line (things stand below), the horizon."""
-        rng, h, w = self.rng, self.h, self.w
-        yy = np.arange(h, dtype=np.float32)[:, None]
+        """Stuff map ndarray[H, W] uint8, the floor line (things stand below), the horizon.
+
+        A scene kind, then its pieces in a fixed order (the random draws, and so every seed's
+        scene, depend on it): indoor, or sky and ground with a back wall, buildings, a lake or
+        a pond, patches of the other ground cover and a low wall in front.
+        """
+        rng = self.rng
         kind = rng.choice(["open", "yard", "shore", "indoor"], p=[0.3, 0.25, 0.2, 0.25])
-        stuff = np.empty((h, w), np.uint8)
         if kind == "indoor":
-            floor = rng.uniform(0.35, 0.6) * h
-            line = _curve(rng, w, floor, 0.02 * h, 3, 0.0) + np.linspace(
-                0, rng.uniform(-0.08, 0.08) * h, w, dtype=np.float32)
-            stuff[:] = WALL
-            stuff[yy >= line[None, :]] = GROUND
-            if rng.random() < 0.45:  # a window or doorway onto the sky
-                x0 = rng.uniform(0.05, 0.6) * w
-                x1 = x0 + rng.uniform(0.2, 0.35) * w
-                y0 = rng.uniform(0.04, 0.15) * h
-                y1 = min(floor - 0.1 * h, y0 + rng.uniform(0.2, 0.4) * h)
-                if y1 > y0 + 8:
-                    stuff[int(y0):int(y1), int(x0):int(x1)] = SKY
-            if rng.random() < 0.3:  # an indoor lawn / planter strip
-                self._patches(stuff, yy >= line[None, :] + 0.1 * h, GRASS, (2, 4), 0.35, 0.04)
-            return stuff, float(line.mean()), float(floor)
+            return self._indoor()
+        stuff, sky_line, horizon, base = self._sky_and_ground()
+        below = self._rows() >= sky_line[None, :]
+        floor = horizon
+        if kind == "yard":
+            floor = self._back_wall(stuff, sky_line, horizon)
+        elif kind == "open" and rng.random() < 0.6:
+            self._buildings(stuff, below, horizon)
+        if kind == "shore":
+            floor = self._lake(stuff, below, horizon)
+        elif rng.random() < 0.4:  # a pond
+            pond = below & (self._rows() > floor + 0.08 * self.h)
+            self._patches(stuff, pond, WATER, (2, 2), 0.25, 0.0)
+        self._other_ground_cover(stuff, below, base)
+        if rng.random() < 0.25:
+            self._front_wall(stuff)
+        return stuff, floor, horizon
+
+    def _rows(self) -> np.ndarray:
+        """ndarray[H, 1] float32 row coordinates."""
+        return np.arange(self.h, dtype=np.float32)[:, None]
+
+    def _indoor(self) -> tuple[np.ndarray, float, float]:
+        """A wall over a floor, maybe a window or doorway onto the sky and a planter strip."""
+        rng, h, w = self.rng, self.h, self.w
+        stuff = np.empty((h, w), np.uint8)
+        floor = rng.uniform(0.35, 0.6) * h
+        line = _curve(rng, w, floor, 0.02 * h, 3, 0.0) + np.linspace(
+            0, rng.uniform(-0.08, 0.08) * h, w, dtype=np.float32)
+        on_floor = self._rows() >= line[None, :]
+        stuff[:] = WALL
+        stuff[on_floor] = GROUND
+        if rng.random() < 0.45:  # a window or doorway onto the sky
+            x0 = rng.uniform(0.05, 0.6) * w
+            x1 = x0 + rng.uniform(0.2, 0.35) * w
+            y0 = rng.uniform(0.04, 0.15) * h
+            y1 = min(floor - 0.1 * h, y0 + rng.uniform(0.2, 0.4) * h)
+            if y1 > y0 + 8:
+                stuff[int(y0):int(y1), int(x0):int(x1)] = SKY
+        if rng.random() < 0.3:  # an indoor lawn / planter strip
+            strip = self._rows() >= line[None, :] + 0.1 * h
+            self._patches(stuff, strip, GRASS, (2, 4), 0.35, 0.04)
+        return stuff, float(line.mean()), float(floor)
+
+    def _sky_and_ground(self) -> tuple[np.ndarray, np.ndarray, float, int]:
+        """Sky over grass or bare ground.
+
+        Returns:
+            the stuff map, the sky line ndarray[W] float32, the horizon and the ground's
+            category.
+        """
+        rng, h, w = self.rng, self.h, self.w
         horizon = rng.uniform(0.28, 0.55) * h
         sky_line = _curve(rng, w, horizon, rng.uniform(0.01, 0.08) * h,
                           int(rng.integers(3, 9)), rng.uniform(0, 1.2) * self.s)
-        below = yy >= sky_line[None, :]
         base = GRASS if rng.random() < 0.45 else GROUND
+        stuff = np.empty((h, w), np.uint8)
         stuff[:] = SKY
-        stuff[below] = base
-        floor = horizon
-        if kind == "yard":  # a wall across the back, on the horizon, with steps in its top
-            top = horizon - rng.uniform(0.12, 0.3) * h
-            steps = _curve(rng, w, top, 0.0, 2, 0.0)
-            for _ in range(int(rng.integers(0, 3))):
-                x0 = int(rng.uniform(0, 0.8) * w)
-                steps[x0:x0 + int(rng.uniform(0.1, 0.4) * w)] -= rng.uniform(0.05, 0.2) * h
-            wall_bottom = sky_line + rng.uniform(0.02, 0.08) * h
-            stuff[(yy >= steps[None, :]) & (yy < wall_bottom[None, :])] = WALL
-            floor = float(wall_bottom.mean())
-        elif kind == "open" and rng.random() < 0.6:  # buildings on the horizon
-            for _ in range(int(rng.integers(1, 4))):
-                x0 = int(rng.uniform(-0.1, 0.9) * w)
-                x1 = x0 + int(rng.uniform(0.12, 0.4) * w)
-                y0 = int(horizon - rng.uniform(0.08, 0.3) * h)
-                region = np.zeros((h, w), bool)
-                region[max(y0, 0):, max(x0, 0):max(x1, 0)] = True
-                stuff[region & ~below] = WALL
-        if kind == "shore":  # a lake from the horizon down to a ragged shoreline
-            shore = _curve(rng, w, horizon + rng.uniform(0.1, 0.3) * h, 0.06 * h, 5,
-                           rng.uniform(0.3, 1.5) * self.s)
-            stuff[below & (yy < shore[None, :])] = WATER
-            floor = float(np.clip(shore.mean(), horizon, 0.8 * h))
-        else:
-            if rng.random() < 0.4:  # a pond
-                self._patches(stuff, below & (yy > floor + 0.08 * h), WATER, (2, 2), 0.25, 0.0)
+        stuff[self._rows() >= sky_line[None, :]] = base
+        return stuff, sky_line, horizon, base
+
+    def _back_wall(self, stuff: np.ndarray, sky_line: np.ndarray, horizon: float) -> float:
+        """A wall across the back, on the horizon, with steps in its top; returns the floor."""
+        rng, h, w = self.rng, self.h, self.w
+        top = horizon - rng.uniform(0.12, 0.3) * h
+        steps = _curve(rng, w, top, 0.0, 2, 0.0)
+        for _ in range(int(rng.integers(0, 3))):
+            x0 = int(rng.uniform(0, 0.8) * w)
+            steps[x0:x0 + int(rng.uniform(0.1, 0.4) * w)] -= rng.uniform(0.05, 0.2) * h
+        wall_bottom = sky_line + rng.uniform(0.02, 0.08) * h
+        yy = self._rows()
+        stuff[(yy >= steps[None, :]) & (yy < wall_bottom[None, :])] = WALL
+        return float(wall_bottom.mean())
+
+    def _buildings(self, stuff: np.ndarray, below: np.ndarray, horizon: float) -> None:
+        """One to three buildings standing on the horizon (in the sky only)."""
+        rng, h, w = self.rng, self.h, self.w
+        for _ in range(int(rng.integers(1, 4))):
+            x0 = int(rng.uniform(-0.1, 0.9) * w)
+            x1 = x0 + int(rng.uniform(0.12, 0.4) * w)
+            y0 = int(horizon - rng.uniform(0.08, 0.3) * h)
+            region = np.zeros((h, w), bool)
+            region[max(y0, 0):, max(x0, 0):max(x1, 0)] = True
+            stuff[region & ~below] = WALL
+
+    def _lake(self, stuff: np.ndarray, below: np.ndarray, horizon: float) -> float:
+        """A lake from the horizon down to a ragged shoreline; returns the floor."""
+        rng, h, w = self.rng, self.h, self.w
+        shore = _curve(rng, w, horizon + rng.uniform(0.1, 0.3) * h, 0.06 * h, 5,
+                       rng.uniform(0.3, 1.5) * self.s)
+        stuff[below & (self._rows() < shore[None, :])] = WATER
+        return float(np.clip(shore.mean(), horizon, 0.8 * h))
+
+    def _other_ground_cover(self, stuff: np.ndarray, below: np.ndarray, base: int) -> None:
+        """Maybe patches of grass on bare ground, or of bare ground on grass (not on water)."""
+        rng = self.rng
         other = GROUND if base == GRASS else GRASS
-        if rng.random() < 0.6:  # patches of the other ground cover
+        if rng.random() < 0.6:
             rough = 0.035 if other == GRASS else 0.015
             self._patches(stuff, below & (stuff != WATER), other, (3, 4),
                           rng.uniform(0.2, 0.45), rough)
-        if rng.random() < 0.25:  # a low wall crossing the ground in front
-            y1 = rng.uniform(0.7, 1.0) * h
-            y0 = y1 - rng.uniform(0.06, 0.14) * h
-            x0 = rng.uniform(-0.2, 0.6) * w
-            x1 = x0 + rng.uniform(0.3, 0.8) * w
-            stuff[int(y0):int(y1), max(int(x0), 0):max(int(x1), 0)] = WALL
-        return stuff, floor, horizon
+
+    def _front_wall(self, stuff: np.ndarray) -> None:
+        """A low wall crossing the ground in front."""
+        rng, h, w = self.rng, self.h, self.w
+        y1 = rng.uniform(0.7, 1.0) * h
+        y0 = y1 - rng.uniform(0.06, 0.14) * h
+        x0 = rng.uniform(-0.2, 0.6) * w
+        x1 = x0 + rng.uniform(0.3, 0.8) * w
+        stuff[int(y0):int(y1), max(int(x0), 0):max(int(x1), 0)] = WALL
 
     def _patches(self, stuff, allowed, category: int, cells, fraction: float, rough: float):
         """Set ``category`` where smooth noise is in its top ``fraction`` inside ``allowed``."""

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -129,9 +130,19 @@ def _category_things(categories: Mapping[int, Mapping] | LabelSet) -> dict[int, 
     return {int(k): v["isthing"] == 1 for k, v in categories.items()}
 
 
+class _Segments(NamedTuple):
+    """One side's ``segments_info`` as arrays, in listed order (later duplicate ids win)."""
+
+    ids: np.ndarray  # [K] int64 segment ids
+    cats: np.ndarray  # [K] int64 category ids
+    crowd: np.ndarray  # [K] bool iscrowd
+    area: np.ndarray  # [K] float64 JSON area (-1: none given)
+    pos: np.ndarray  # [K] int64 position in the PNG's sorted distinct ids (-1: not in it)
+
+
 def _segment_arrays(
     segments: Sequence[Mapping], values: np.ndarray, what: str, image_id
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> _Segments:
     """ids, categories, iscrowd, json area and position in ``values`` (-1: not in PNG)."""
     # Later duplicates of an id replace earlier ones, as a dict built from the list would.
     by_id = {}
@@ -151,7 +162,7 @@ def _segment_arrays(
     pos = np.clip(pos, 0, max(len(values) - 1, 0))
     found = (len(values) > 0) & (values[pos] == ids) if len(values) else np.zeros(len(ids), bool)
     pos = np.where(found, pos, -1)
-    return ids, cats, crowd, area, pos
+    return _Segments(ids, cats, crowd, area, pos)
 
 
 def joint_histogram(
@@ -188,6 +199,9 @@ def pq_image(
 ) -> PQStat:
     """PQ counts of one image, vectorised (one joint histogram, no per-pixel Python).
 
+    Validate, then match, then count false negatives and false positives (the module
+    docstring's rules, one step each).
+
     Args:
         gt_ids: ndarray[H, W] integer ground-truth segment ids (0 = VOID), or their
             :class:`~panoptic_ros.data.id_runs.IdRuns`.
@@ -203,6 +217,22 @@ def pq_image(
         PQError: sizes differ, a PNG id is missing from the JSON or the other way round, an
             unknown predicted category, or a ground-truth segment without ``area``.
     """
+    gt_ids, pred_ids = _same_size(gt_ids, pred_ids, image_id)
+    gvals, pvals, joint = joint_histogram(gt_ids, pred_ids)
+    pred = _segment_arrays(pred_segments, pvals, "predicted", image_id)
+    gt = _segment_arrays(gt_segments, gvals, "ground-truth", image_id)
+    _check_segments(gt, pred, pvals, categories, image_id)
+    overlap = _Overlap.measure(joint, gvals, gt, pred)
+    stat = PQStat()
+    matched = _true_positives(stat, gt, pred, overlap)
+    crowd_of_cat = _false_negatives(stat, gt, matched.any(axis=1))
+    _false_positives(stat, pred, overlap, matched.any(axis=0), crowd_of_cat)
+    return stat
+
+
+def _same_size(gt_ids: np.ndarray | IdRuns, pred_ids: np.ndarray | IdRuns, image_id
+               ) -> tuple[np.ndarray | IdRuns, np.ndarray | IdRuns]:
+    """Both maps as arrays (or runs); :class:`PQError` when their sizes differ."""
     if not isinstance(gt_ids, IdRuns):
         gt_ids = np.asarray(gt_ids)
     if not isinstance(pred_ids, IdRuns):
@@ -212,16 +242,13 @@ def pq_image(
             f"image {image_id}: ground truth is {tuple(gt_ids.shape)} but prediction is "
             f"{tuple(pred_ids.shape)}"
         )
-    stat = PQStat()
-    gvals, pvals, joint = joint_histogram(gt_ids, pred_ids)
-    kg = len(gvals)
-    p_area_png = joint.sum(axis=0)
+    return gt_ids, pred_ids
 
-    p_ids, p_cat, _, _, p_pos = _segment_arrays(pred_segments, pvals, "predicted", image_id)
-    g_ids, g_cat, g_crowd, g_area, g_pos = _segment_arrays(gt_segments, gvals, "ground-truth",
-                                                           image_id)
-    # Prediction sanity checks of panopticapi.
-    listed = set(p_ids.tolist())
+
+def _check_segments(gt: _Segments, pred: _Segments, pvals: np.ndarray,
+                    categories: Iterable[int] | None, image_id) -> None:
+    """Raise unless the prediction passes panopticapi's checks and ground-truth areas exist."""
+    listed = set(pred.ids.tolist())
     extra = [int(v) for v in pvals if v != VOID and int(v) not in listed]
     if extra:
         raise PQError(
@@ -230,66 +257,96 @@ def pq_image(
         )
     if categories is not None:
         known = set(int(c) for c in categories)
-        unknown = [(int(i), int(c)) for i, c in zip(p_ids, p_cat) if int(c) not in known]
+        unknown = [(int(i), int(c)) for i, c in zip(pred.ids, pred.cats) if int(c) not in known]
         if unknown:
             raise PQError(
                 f"In the image with ID {image_id} segment with ID {unknown[0][0]} has unknown "
                 f"category_id {unknown[0][1]}."
             )
-    missing = p_ids[p_pos < 0].tolist()
+    missing = pred.ids[pred.pos < 0].tolist()
     if missing:
         raise PQError(
             f"In the image with ID {image_id} the following segment IDs {missing} are "
             "presented in JSON and not presented in PNG."
         )
-    if np.any(g_area < 0):
+    if np.any(gt.area < 0):
         raise PQError(f"image {image_id}: a ground-truth segment has no 'area'")
 
-    p_area = p_area_png[p_pos].astype(np.float64)
-    # Intersections between listed segments; segments absent from a PNG intersect nothing.
-    g_rows = np.where(g_pos >= 0, g_pos, 0)
-    inter = joint[g_rows][:, p_pos].astype(np.float64)
-    inter[g_pos < 0] = 0.0
-    void_pos = np.searchsorted(gvals, VOID)
-    has_void = kg > 0 and void_pos < kg and gvals[void_pos] == VOID
-    p_void = joint[void_pos, p_pos].astype(np.float64) if has_void else np.zeros(len(p_ids))
 
-    # Matches: same category, non-crowd ground truth, IoU > 0.5.
-    candidate = (inter > 0) & (g_cat[:, None] == p_cat[None, :]) & ~g_crowd[:, None]
-    union = p_area[None, :] + g_area[:, None] - inter - p_void[None, :]
+class _Overlap(NamedTuple):
+    """Pixel counts between the listed segments of one image (float64)."""
+
+    inter: np.ndarray  # [Kg, Kp] intersections; a segment absent from its PNG meets nothing
+    p_area: np.ndarray  # [Kp] predicted areas from the PNG
+    p_void: np.ndarray  # [Kp] predicted pixels on ground-truth VOID
+
+    @classmethod
+    def measure(cls, joint: np.ndarray, gvals: np.ndarray, gt: _Segments,
+                pred: _Segments) -> _Overlap:
+        """From the joint histogram (rows ``gvals``, columns the PNG's predicted ids)."""
+        p_area = joint.sum(axis=0)[pred.pos].astype(np.float64)
+        g_rows = np.where(gt.pos >= 0, gt.pos, 0)
+        inter = joint[g_rows][:, pred.pos].astype(np.float64)
+        inter[gt.pos < 0] = 0.0
+        kg = len(gvals)
+        void_pos = np.searchsorted(gvals, VOID)
+        has_void = kg > 0 and void_pos < kg and gvals[void_pos] == VOID
+        p_void = (joint[void_pos, pred.pos].astype(np.float64) if has_void
+                  else np.zeros(len(pred.ids)))
+        return cls(inter, p_area, p_void)
+
+
+def _true_positives(stat: PQStat, gt: _Segments, pred: _Segments,
+                    overlap: _Overlap) -> np.ndarray:
+    """Count matches (same category, non-crowd ground truth, IoU > 0.5) into ``stat``.
+
+    Returns:
+        ndarray[Kg, Kp] bool, the matched pairs (at most one per row and column).
+    """
+    inter = overlap.inter
+    candidate = (inter > 0) & (gt.cats[:, None] == pred.cats[None, :]) & ~gt.crowd[:, None]
+    union = overlap.p_area[None, :] + gt.area[:, None] - inter - overlap.p_void[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(candidate, inter / np.where(union > 0, union, 1.0), 0.0)
     matched = candidate & (iou > 0.5)
     gi, pi = np.nonzero(matched)
     for k in range(len(gi)):
-        s = stat[g_cat[gi[k]]]
+        s = stat[gt.cats[gi[k]]]
         s.tp += 1
         s.iou += float(iou[gi[k], pi[k]])
-    g_matched = matched.any(axis=1)
-    p_matched = matched.any(axis=0)
+    return matched
 
-    # False negatives; the last crowd region listed per category is kept for the FP rule.
+
+def _false_negatives(stat: PQStat, gt: _Segments, g_matched: np.ndarray) -> dict[int, int]:
+    """Count unmatched non-crowd ground truth into ``stat``.
+
+    Returns:
+        category id -> row of its last listed crowd region (for the false-positive rule).
+    """
     crowd_of_cat: dict[int, int] = {}
-    for k in range(len(g_ids)):
+    for k in range(len(gt.ids)):
         if g_matched[k]:
             continue
-        if g_crowd[k]:
-            crowd_of_cat[int(g_cat[k])] = k
+        if gt.crowd[k]:
+            crowd_of_cat[int(gt.cats[k])] = k
             continue
-        stat[g_cat[k]].fn += 1
+        stat[gt.cats[k]].fn += 1
+    return crowd_of_cat
 
-    # False positives, unless mostly on VOID or on a crowd region of their own category.
-    for k in range(len(p_ids)):
+
+def _false_positives(stat: PQStat, pred: _Segments, overlap: _Overlap, p_matched: np.ndarray,
+                     crowd_of_cat: Mapping[int, int]) -> None:
+    """Count unmatched predictions into ``stat``, unless mostly on VOID or own-category crowd."""
+    for k in range(len(pred.ids)):
         if p_matched[k]:
             continue
-        ignored = p_void[k]
-        crowd_k = crowd_of_cat.get(int(p_cat[k]))
+        ignored = overlap.p_void[k]
+        crowd_k = crowd_of_cat.get(int(pred.cats[k]))
         if crowd_k is not None:
-            ignored += inter[crowd_k, k]
-        if ignored / p_area[k] > 0.5:
+            ignored += overlap.inter[crowd_k, k]
+        if ignored / overlap.p_area[k] > 0.5:
             continue
-        stat[p_cat[k]].fp += 1
-    return stat
+        stat[pred.cats[k]].fp += 1
 
 
 def pq_results(gt: PanopticResult, pred: PanopticResult) -> PQStat:

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from panoptic_ros.config_dicts import refuse_unknown
+
 UNSET_NUMBER = -1
 """Node parameter value meaning "the model's own setting" for numeric live settings."""
 UNSET_TEXT = ""
@@ -88,11 +90,7 @@ def check_values(specs: Iterable[LiveParam], values: Mapping[str, Any]) -> None:
         ValueError: an unknown name or an invalid value (the message names it).
     """
     by_name = {p.name: p for p in specs}
-    unknown = sorted(set(values) - set(by_name))
-    if unknown:
-        raise ValueError(
-            f"unknown inference parameter(s) {unknown}; expected {sorted(by_name)}"
-        )
+    refuse_unknown(values, by_name, "inference parameter(s)")
     for name, value in values.items():
         problem = by_name[name].check(value)
         if problem:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from panoptic_ros.categories import DEFAULT_LABEL_DIVISOR, LabelSet, check_label_divisor
+from panoptic_ros.config_dicts import refuse_unknown
 from panoptic_ros.errors import ModelLoadError
 from panoptic_ros.models.checkpoint import unsafe_file_message
 from panoptic_ros.models.hf_labels import LabelMapping, map_labels
@@ -39,12 +40,10 @@ from panoptic_ros.models.mask2former_postprocess import (
     panoptic_from_queries,
     query_scores,
 )
+from panoptic_ros.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, check_batch
 from panoptic_ros.result import PanopticResult
 
 _log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 # transformers model_type -> (model class name, output attribute of class logits, of masks).
 MODEL_TYPES: dict[str, tuple[str, str, str]] = {
@@ -160,13 +159,9 @@ class Mask2FormerConfig:
         for name in list(data):
             if name in param_names:
                 params[name] = data.pop(name)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown mask2former option(s) {unknown}; expected some of "
-                f"{sorted(known | param_names)}"
-            )
+        refuse_unknown(data, {f.name for f in fields(cls)} | param_names,
+                       "mask2former option(s)")
+        refuse_unknown(params, param_names, "mask2former inference option(s)")
         if "weights" in data:
             data["weights"] = str(data["weights"])
         return cls(**data, inference=MaskInferenceParams(**params))
@@ -372,18 +367,10 @@ class Mask2FormerBackend(nn.Module):
         Returns:
             One :class:`~panoptic_ros.result.PanopticResult` per image at its output size.
         """
-        batch, _, pad_h, pad_w = images.shape
-        if len(image_sizes) != batch:
-            raise ValueError(f"expected {batch} image sizes, got {len(image_sizes)}")
+        image_sizes = check_batch(images, image_sizes, output_sizes)
         if output_sizes is None:
             output_sizes = image_sizes
-        if len(output_sizes) != batch:
-            raise ValueError(f"expected {batch} output sizes, got {len(output_sizes)}")
-        for h, w in image_sizes:
-            if not (0 < h <= pad_h and 0 < w <= pad_w):
-                raise ValueError(
-                    f"image size {(h, w)} does not fit the padded input {(pad_h, pad_w)}"
-                )
+        batch, _, pad_h, pad_w = images.shape
         pixel_mask = torch.zeros(batch, pad_h, pad_w, dtype=torch.int64, device=images.device)
         for i, (h, w) in enumerate(image_sizes):
             pixel_mask[i, :h, :w] = 1
@@ -546,6 +533,9 @@ def load_pretrained(config: Mask2FormerConfig | Mapping[str, Any] | str,
                     **overrides: Any) -> Mask2FormerBackend:
     """Load a pretrained checkpoint as a :class:`Mask2FormerBackend` (on the CPU, eval mode).
 
+    Steps: resolve the config, find the weights (directory or hub id), read the model's
+    config, load its weights, map its labels and read its preprocessing.
+
     Args:
         config: a :class:`Mask2FormerConfig`, its dict form, or just the weights (id or path).
         overrides: config fields to override.
@@ -554,54 +544,12 @@ def load_pretrained(config: Mask2FormerConfig | Mapping[str, Any] | str,
         ModelLoadError: transformers missing, model not found locally (with the fetch
             command), an unsupported model type, or unreadable weights.
     """
-    if isinstance(config, (str, Path)):
-        config = {"weights": str(config)}
-    if isinstance(config, Mapping):
-        config = Mask2FormerConfig.from_dict({**config, **overrides})
-    elif overrides:
-        config = Mask2FormerConfig.from_dict({**config.to_dict(), **overrides})
+    config = _resolved_config(config, overrides)
     transformers = _transformers()
     weights = str(config.weights)
-    if _looks_like_path(weights):
-        directory = Path(weights).expanduser()
-        if not directory.is_dir():
-            raise ModelLoadError(
-                f"model directory {str(directory)!r} does not exist or is not a directory. "
-                + _fetch_hint("<model id>")
-            )
-        if not (directory / "config.json").is_file():
-            raise ModelLoadError(
-                f"model directory {str(directory)!r} has no config.json: expected a directory "
-                "written by save_pretrained (config.json + model.safetensors)"
-            )
-        source, is_local = str(directory), True
-    else:
-        source, is_local = weights, False
-    # Never run code shipped with a model (config auto_map), nor ask about it on stdin.
-    hub_kwargs: dict[str, Any] = {
-        "local_files_only": not config.allow_download, "trust_remote_code": False,
-    }
-    if config.revision is not None:
-        hub_kwargs["revision"] = config.revision
-    if config.cache_dir is not None:
-        hub_kwargs["cache_dir"] = config.cache_dir
-
-    try:
-        hf_config = transformers.AutoConfig.from_pretrained(source, **hub_kwargs)
-    except OSError as err:
-        if not is_local and not config.allow_download:
-            raise _not_found(weights, config.cache_dir, err) from err
-        raise ModelLoadError(f"could not load the config of model {weights!r}: {err}") from err
-    except ValueError as err:  # custom code refused (trust_remote_code), unknown model type
-        if "trust_remote_code" in str(err):
-            raise ModelLoadError(
-                f"model {weights!r} needs Python code shipped with it (config.json auto_map), "
-                "which panoptic_ros never runs; the mask2former backend loads "
-                f"{sorted(MODEL_TYPES)} checkpoints with transformers' own classes"
-            ) from err
-        raise ModelLoadError(
-            f"could not load the config of model {weights!r}: {' '.join(str(err).split())}"
-        ) from err
+    source, is_local = _weights_source(weights)
+    hub_kwargs = _hub_kwargs(config)
+    hf_config = _load_hf_config(transformers, source, is_local, config, hub_kwargs)
     model_type = getattr(hf_config, "model_type", None)
     if model_type not in MODEL_TYPES:
         raise ModelLoadError(
@@ -609,28 +557,7 @@ def load_pretrained(config: Mask2FormerConfig | Mapping[str, Any] | str,
             f"{sorted(MODEL_TYPES)} panoptic checkpoints"
         )
     model_cls = getattr(transformers, MODEL_TYPES[model_type][0])
-    try:
-        model = model_cls.from_pretrained(
-            source, config=hf_config, weights_only=True, **hub_kwargs
-        )
-    except OSError as err:
-        if not is_local and not config.allow_download:
-            raise _not_found(weights, config.cache_dir, err) from err
-        raise ModelLoadError(f"could not load the weights of model {weights!r}: {err}") from err
-    except ImportError as err:
-        raise ModelLoadError(
-            f"model {weights!r} needs a package that is not installed: {err}"
-        ) from err
-    except pickle.UnpicklingError as err:  # a pytorch_model.bin with more than tensors
-        raise ModelLoadError(
-            f"could not load the weights of model {weights!r} (pytorch_model.bin): "
-            + unsafe_file_message(err)
-        ) from None
-    except Exception as err:  # noqa: BLE001 - corrupt files raise many types (safetensors, torch)
-        raise ModelLoadError(
-            f"could not load the weights of model {weights!r} ({type(err).__name__}): "
-            f"{' '.join(str(err).split())[:600]}"
-        ) from err
+    model = _load_hf_model(model_cls, hf_config, source, is_local, config, hub_kwargs)
 
     mapping = map_labels(
         hf_config.id2label,
@@ -659,6 +586,103 @@ def load_pretrained(config: Mask2FormerConfig | Mapping[str, Any] | str,
         preferred_size=size,
         source=weights,
     )
+
+
+def _resolved_config(config: Mask2FormerConfig | Mapping[str, Any] | str,
+                     overrides: Mapping[str, Any]) -> Mask2FormerConfig:
+    """The :class:`Mask2FormerConfig` of :func:`load_pretrained`'s arguments."""
+    if isinstance(config, (str, Path)):
+        config = {"weights": str(config)}
+    if isinstance(config, Mapping):
+        return Mask2FormerConfig.from_dict({**config, **overrides})
+    if overrides:
+        return Mask2FormerConfig.from_dict({**config.to_dict(), **overrides})
+    return config
+
+
+def _weights_source(weights: str) -> tuple[str, bool]:
+    """``(source, is_local)``: a checked ``save_pretrained`` directory, or the hub id as given.
+
+    Raises:
+        ModelLoadError: a path that is not a directory or has no ``config.json``.
+    """
+    if not _looks_like_path(weights):
+        return weights, False
+    directory = Path(weights).expanduser()
+    if not directory.is_dir():
+        raise ModelLoadError(
+            f"model directory {str(directory)!r} does not exist or is not a directory. "
+            + _fetch_hint("<model id>")
+        )
+    if not (directory / "config.json").is_file():
+        raise ModelLoadError(
+            f"model directory {str(directory)!r} has no config.json: expected a directory "
+            "written by save_pretrained (config.json + model.safetensors)"
+        )
+    return str(directory), True
+
+
+def _hub_kwargs(config: Mask2FormerConfig) -> dict[str, Any]:
+    """Keyword arguments of every ``from_pretrained`` call: offline unless allowed, no code."""
+    # Never run code shipped with a model (config auto_map), nor ask about it on stdin.
+    hub_kwargs: dict[str, Any] = {
+        "local_files_only": not config.allow_download, "trust_remote_code": False,
+    }
+    if config.revision is not None:
+        hub_kwargs["revision"] = config.revision
+    if config.cache_dir is not None:
+        hub_kwargs["cache_dir"] = config.cache_dir
+    return hub_kwargs
+
+
+def _load_hf_config(transformers, source: str, is_local: bool, config: Mask2FormerConfig,
+                    hub_kwargs: dict[str, Any]):
+    """The model's transformers config; every failure as a :class:`ModelLoadError`."""
+    weights = str(config.weights)
+    try:
+        return transformers.AutoConfig.from_pretrained(source, **hub_kwargs)
+    except OSError as err:
+        if not is_local and not config.allow_download:
+            raise _not_found(weights, config.cache_dir, err) from err
+        raise ModelLoadError(f"could not load the config of model {weights!r}: {err}") from err
+    except ValueError as err:  # custom code refused (trust_remote_code), unknown model type
+        if "trust_remote_code" in str(err):
+            raise ModelLoadError(
+                f"model {weights!r} needs Python code shipped with it (config.json auto_map), "
+                "which panoptic_ros never runs; the mask2former backend loads "
+                f"{sorted(MODEL_TYPES)} checkpoints with transformers' own classes"
+            ) from err
+        raise ModelLoadError(
+            f"could not load the config of model {weights!r}: {' '.join(str(err).split())}"
+        ) from err
+
+
+def _load_hf_model(model_cls, hf_config, source: str, is_local: bool,
+                   config: Mask2FormerConfig, hub_kwargs: dict[str, Any]) -> nn.Module:
+    """The model with its weights (tensors only); every failure as a :class:`ModelLoadError`."""
+    weights = str(config.weights)
+    try:
+        return model_cls.from_pretrained(
+            source, config=hf_config, weights_only=True, **hub_kwargs
+        )
+    except OSError as err:
+        if not is_local and not config.allow_download:
+            raise _not_found(weights, config.cache_dir, err) from err
+        raise ModelLoadError(f"could not load the weights of model {weights!r}: {err}") from err
+    except ImportError as err:
+        raise ModelLoadError(
+            f"model {weights!r} needs a package that is not installed: {err}"
+        ) from err
+    except pickle.UnpicklingError as err:  # a pytorch_model.bin with more than tensors
+        raise ModelLoadError(
+            f"could not load the weights of model {weights!r} (pytorch_model.bin): "
+            + unsafe_file_message(err)
+        ) from None
+    except Exception as err:  # noqa: BLE001 - corrupt files raise many types (safetensors, torch)
+        raise ModelLoadError(
+            f"could not load the weights of model {weights!r} ({type(err).__name__}): "
+            f"{' '.join(str(err).split())[:600]}"
+        ) from err
 
 
 def build_mask2former(config: Mask2FormerConfig | Mapping[str, Any]) -> Mask2FormerBackend:

@@ -16,9 +16,11 @@ and a mask logit map. Panoptic inference (the Mask2Former rules of shared/REFERE
 Two rule sets differ in the details (``rules``):
 
 * ``"transformers"``: exactly Hugging Face ``transformers``' ``post_process_panoptic_segmentation``
-  (the same segmentation for the same outputs and thresholds; see :func:`post_process_panoptic`):
-  probabilities are resized (not logits), the binary mask area is measured on the
-  *score-weighted* probabilities (``>= mask_threshold``), a query survives when the ratio is
+  (the same segmentation for the same outputs and thresholds, with the processor's resizing
+  passed as ``logit_size``/``antialias``; ``test/reference_hf_postprocess.py`` wraps this
+  function in transformers' signature and the parity tests hold it to that): probabilities
+  are resized (not logits), the binary mask area is measured on the *score-weighted*
+  probabilities (``>= mask_threshold``), a query survives when the ratio is
   ``> overlap_threshold`` and then takes every pixel it won.
 * ``"mask2former"``: the original Mask2Former implementation, which the published PQ figures
   come from: logits are resized before the sigmoid, the binary area is measured on the plain
@@ -38,52 +40,23 @@ Where the result differs from ``transformers`` (by design):
 * ``transformers`` restarts its segment counter from a fused class's earlier id whenever that
   class recurs, so the next new segment *reuses* an id that is already taken (two different
   segments, even of different classes, share an id). Here every segment gets its own id, as in
-  the original Mask2Former. :func:`hf_segment_ids` reproduces the transformers numbering from
-  :attr:`QuerySegments.query_segment` for comparisons.
+  the original Mask2Former. :attr:`QuerySegments.query_segment` says which segment each query
+  ended in, from which transformers' numbering can be replayed for comparisons.
 * An image with no kept query gives an all-void map of zeros (transformers: ``-1`` floats).
 * A fused segment's score is the mean score of its queries (transformers lists one entry per
   query).
 
-Flavours of the transformers rules differ only in how mask logits become probabilities at the
-target size (see :data:`FLAVOURS`): Mask2Former's processor first resizes the logits of the
-whole padded canvas to 384 x 384, MaskFormer and DETR resize probabilities directly, OneFormer
-resizes them with antialiasing (torchvision's default).
+:func:`panoptic_from_queries` reads as those steps: keep queries, assign pixels (chunked),
+the area test, segment numbering; each step is a function that states what it guarantees.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-FLAVOURS: dict[str, dict] = {
-    # transformers' Mask2FormerImageProcessor: logits -> 384 x 384 -> sigmoid -> target size.
-    "mask2former": {"logit_size": (384, 384), "antialias": False},
-    # MaskFormerImageProcessor and DetrImageProcessor: sigmoid -> target size.
-    "maskformer": {"logit_size": None, "antialias": False},
-    "detr": {"logit_size": None, "antialias": False},
-    # OneFormerImageProcessor: sigmoid -> torchvision resize (antialias on) since transformers
-    # 5; plain bilinear like MaskFormer before (see _oneformer_antialias).
-    "oneformer": {"logit_size": None, "antialias": True},
-}
-"""Resizing rules of the Hugging Face image processors, by model type."""
-
-
-def _oneformer_antialias() -> bool:
-    """Whether the installed transformers resizes OneFormer probabilities with antialiasing.
-
-    transformers 5 resizes them with torchvision (antialias on); 4.x with plain bilinear
-    interpolation. True when transformers is absent.
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        major = int(version("transformers").split(".")[0])
-    except (PackageNotFoundError, ValueError):
-        return True
-    return major >= 5
 
 RULES = ("transformers", "mask2former")
 """Segment rules: transformers' post-processing, or the original Mask2Former implementation."""
@@ -139,30 +112,6 @@ def query_scores(class_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return F.softmax(class_logits, dim=-1).max(-1)
 
 
-def fuse_mask(num_classes: int, label_ids_to_fuse: Iterable[int] | torch.Tensor | None,
-              device: torch.device | str | None = None) -> torch.Tensor:
-    """Boolean Tensor[C + 1] marking the classes whose queries merge into one segment.
-
-    Args:
-        num_classes: ``C``, classes without "no object".
-        label_ids_to_fuse: class indices to fuse (stuff), a bool Tensor[C] or None (none).
-    """
-    out = torch.zeros(num_classes + 1, dtype=torch.bool, device=device)
-    if label_ids_to_fuse is None:
-        return out
-    if isinstance(label_ids_to_fuse, torch.Tensor) and label_ids_to_fuse.dtype == torch.bool:
-        if label_ids_to_fuse.numel() != num_classes:
-            raise ValueError(
-                f"fuse mask must have {num_classes} entries, got {label_ids_to_fuse.numel()}"
-            )
-        out[:num_classes] = label_ids_to_fuse.to(out.device)
-        return out
-    ids = torch.as_tensor(list(label_ids_to_fuse) if not isinstance(label_ids_to_fuse,
-                                                                     torch.Tensor)
-                          else label_ids_to_fuse, dtype=torch.int64).reshape(-1)
-    ids = ids[(ids >= 0) & (ids < num_classes)]
-    out[ids.to(out.device)] = True
-    return out
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
@@ -212,7 +161,7 @@ def panoptic_from_queries(
         mask_threshold: binarisation threshold of the mask probabilities (see ``rules``).
         overlap_threshold: keep a query if its won area over its binary mask area is larger
             (``rules="mask2former"``: at least as large).
-        fuse: bool Tensor[C + 1] (see :func:`fuse_mask`), classes merged into one segment.
+        fuse: bool Tensor[C + 1], classes merged into one segment (stuff); None: none.
         target_size: ``(H, W)`` of the output map; None keeps the probability map's size.
         logit_size: resize the logits to ``(h', w')`` before the sigmoid (Mask2Former's
             processor uses 384 x 384; the backend uses the padded input size).
@@ -231,6 +180,48 @@ def panoptic_from_queries(
     Returns:
         :class:`QuerySegments` on the device of ``mask_logits``.
     """
+    fuse = _checked_inputs(scores, labels, mask_logits, num_classes, fuse, rules)
+    original = rules == "mask2former"
+    sizes = _Sizes.of(mask_logits, target_size, logit_size, crop)
+    device = mask_logits.device
+    query_segment = torch.zeros(mask_logits.shape[0], dtype=torch.int64, device=device)
+
+    # 1. Keep the confident queries that are not "no object".
+    kept = (labels.ne(num_classes) & (scores > threshold)).nonzero().squeeze(1)
+    if kept.numel() == 0:
+        return QuerySegments(
+            segment_map=torch.zeros(sizes.out, dtype=torch.int64, device=device),
+            labels=torch.zeros(0, dtype=torch.int64, device=device),
+            scores=torch.zeros(0, dtype=torch.float32, device=device),
+            query_segment=query_segment,
+        )
+    kept_scores, kept_labels = scores[kept], labels[kept]
+    # 2-3. Every pixel to its best query; binary mask areas.
+    assignment = _assign_pixels(
+        mask_logits, kept, kept_scores, sizes, mask_threshold=mask_threshold,
+        antialias=antialias, resize_logits=resize_logits, original=original,
+        chunk=chunk_elements(device, max_chunk_elements),
+    )
+    # 4. The area test.
+    valid = _survivors(assignment, overlap_threshold, original)
+    # 5. Segment numbers, with fused classes merged.
+    seg_of_kept, opens = _number_segments(valid, kept_labels, fuse)
+    query_segment[kept] = seg_of_kept
+
+    segment_map = seg_of_kept[assignment.query]
+    if original:
+        segment_map = torch.where(assignment.keeps, segment_map, 0)
+    seg_scores = _segment_scores(seg_of_kept, kept_scores, int(opens.sum()))
+    return QuerySegments(segment_map, kept_labels[opens], seg_scores, query_segment)
+
+
+def _checked_inputs(scores: torch.Tensor, labels: torch.Tensor, mask_logits: torch.Tensor,
+                    num_classes: int, fuse: torch.Tensor | None, rules: str) -> torch.Tensor:
+    """Raise ``ValueError`` on inconsistent shapes or rules; the fuse mask on the logits' device.
+
+    Returns:
+        bool Tensor[C + 1] (all False when ``fuse`` is None).
+    """
     if mask_logits.ndim != 3:
         raise ValueError(f"mask_logits must be [Q, h, w], got shape {tuple(mask_logits.shape)}")
     num_queries = mask_logits.shape[0]
@@ -239,56 +230,93 @@ def panoptic_from_queries(
             f"scores and labels must be [{num_queries}], got {tuple(scores.shape)} and "
             f"{tuple(labels.shape)}"
         )
-    device = mask_logits.device
-    if fuse is None:
-        fuse = torch.zeros(num_classes + 1, dtype=torch.bool, device=device)
-    elif fuse.shape != (num_classes + 1,):
-        raise ValueError(f"fuse must be bool [{num_classes + 1}], got {tuple(fuse.shape)}")
-    fuse = fuse.to(device)
-
-    # Size of the probability maps before the final resize.
-    prob_size = tuple(logit_size) if logit_size is not None else tuple(mask_logits.shape[-2:])
-    if crop is not None:
-        prob_size = (min(int(crop[0]), prob_size[0]), min(int(crop[1]), prob_size[1]))
-    out_size = tuple(int(v) for v in target_size) if target_size is not None else prob_size
-    height, width = out_size
-
-    keep = labels.ne(num_classes) & (scores > threshold)
-    kept = keep.nonzero().squeeze(1)
-    num_kept = int(kept.numel())
-    query_segment = torch.zeros(num_queries, dtype=torch.int64, device=device)
-    if num_kept == 0:
-        return QuerySegments(
-            segment_map=torch.zeros(out_size, dtype=torch.int64, device=device),
-            labels=torch.zeros(0, dtype=torch.int64, device=device),
-            scores=torch.zeros(0, dtype=torch.float32, device=device),
-            query_segment=query_segment,
-        )
-    kept_scores = scores[kept]
-    kept_labels = labels[kept]
-
     if rules not in RULES:
         raise ValueError(f"rules must be one of {RULES}, got {rules!r}")
-    original = rules == "mask2former"
+    device = mask_logits.device
+    if fuse is None:
+        return torch.zeros(num_classes + 1, dtype=torch.bool, device=device)
+    if fuse.shape != (num_classes + 1,):
+        raise ValueError(f"fuse must be bool [{num_classes + 1}], got {tuple(fuse.shape)}")
+    return fuse.to(device)
 
-    # Assignment (running max over query chunks: strict '>' keeps the first query on ties,
-    # as argmax does) and per-query binary-mask areas. Large buffers are updated in place.
-    best_value = best_query = best_ok = None
-    mask_area = torch.zeros(num_kept, dtype=torch.int64, device=device)
-    per_query = max(height * width, prob_size[0] * prob_size[1],
-                    (logit_size[0] * logit_size[1]) if logit_size is not None else 0)
-    chunk = max(1, chunk_elements(device, max_chunk_elements) // max(per_query, 1))
-    for start in range(0, num_kept, chunk):
-        stop = min(start + chunk, num_kept)
-        logits = mask_logits[kept[start:stop]].float()  # a copy: safe to modify in place
-        if logit_size is not None:
-            logits = _resize(logits, tuple(logit_size), antialias=False)
+
+@dataclass(frozen=True)
+class _Sizes:
+    """The resolutions mask logits pass through on their way to the output map."""
+
+    logit: tuple[int, int] | None  # resize the logits to this first (None: keep)
+    crop: tuple[int, int] | None  # keep the top-left of the (resized) logits (None: all)
+    prob: tuple[int, int]  # size after the optional resize and crop
+    out: tuple[int, int]  # the output map's size
+
+    @classmethod
+    def of(cls, mask_logits: torch.Tensor, target_size: Sequence[int] | None,
+           logit_size: Sequence[int] | None, crop: Sequence[int] | None) -> _Sizes:
+        """Sizes of :func:`panoptic_from_queries`' arguments of the same names."""
+        logit = tuple(int(v) for v in logit_size) if logit_size is not None else None
+        prob = logit if logit is not None else tuple(mask_logits.shape[-2:])
         if crop is not None:
-            logits = logits[:, : prob_size[0], : prob_size[1]]
-        if resize_logits:
-            probs = _resize(logits, out_size, antialias).sigmoid_()
-        else:
-            probs = _resize(logits.sigmoid_(), out_size, antialias)
+            prob = (min(int(crop[0]), prob[0]), min(int(crop[1]), prob[1]))
+        out = tuple(int(v) for v in target_size) if target_size is not None else prob
+        return cls(logit, None if crop is None else prob, prob, out)
+
+    def per_query(self) -> int:
+        """The largest map one query passes through (elements)."""
+        logit = self.logit[0] * self.logit[1] if self.logit is not None else 0
+        return max(self.out[0] * self.out[1], self.prob[0] * self.prob[1], logit)
+
+
+def _probabilities(logits: torch.Tensor, sizes: _Sizes, antialias: bool,
+                   resize_logits: bool) -> torch.Tensor:
+    """Mask probabilities Tensor[K, H, W] at the output size from logits Tensor[K, h, w].
+
+    ``logits`` must be a private copy: it is modified in place.
+    """
+    if sizes.logit is not None:
+        logits = _resize(logits, sizes.logit, antialias=False)
+    if sizes.crop is not None:
+        logits = logits[:, : sizes.crop[0], : sizes.crop[1]]
+    if resize_logits:
+        return _resize(logits, sizes.out, antialias).sigmoid_()
+    return _resize(logits.sigmoid_(), sizes.out, antialias)
+
+
+@dataclass
+class _Assignment:
+    """Which kept query wins each pixel, and each kept query's binary mask area.
+
+    Attributes:
+        query: Tensor[H, W] int64, index into the kept queries of the pixel's winner (the
+            first on ties).
+        keeps: Tensor[H, W] bool, the winner's own probability reaches the mask threshold
+            (original rules only; None otherwise).
+        mask_area: Tensor[K] int64, pixels of the query's binary mask.
+    """
+
+    query: torch.Tensor
+    keeps: torch.Tensor | None
+    mask_area: torch.Tensor
+
+
+def _assign_pixels(mask_logits: torch.Tensor, kept: torch.Tensor, kept_scores: torch.Tensor,
+                   sizes: _Sizes, *, mask_threshold: float, antialias: bool,
+                   resize_logits: bool, original: bool, chunk: int) -> _Assignment:
+    """Per-pixel argmax of the score-weighted probabilities over the kept queries.
+
+    A running max over chunks of at most ``chunk`` query x pixel values: a strict ``>`` keeps
+    the first query on ties, as one argmax does, so the result does not depend on the
+    chunking. Large buffers are updated in place. The binary mask area is measured on the
+    weighted probabilities (transformers) or the plain ones (``original``).
+    """
+    num_kept = int(kept.numel())
+    step = max(1, chunk // max(sizes.per_query(), 1))
+    mask_area = torch.zeros(num_kept, dtype=torch.int64, device=mask_logits.device)
+    best_value = best_query = best_ok = None
+    for start in range(0, num_kept, step):
+        stop = min(start + step, num_kept)
+        # Indexing makes a copy: safe to modify in place.
+        probs = _probabilities(mask_logits[kept[start:stop]].float(), sizes, antialias,
+                               resize_logits)
         chunk_scores = kept_scores[start:stop].view(-1, 1, 1)
         if original:
             mask_area[start:stop] = _count_at_least(probs, mask_threshold)
@@ -307,137 +335,54 @@ def panoptic_from_queries(
             best_query = torch.where(better, index + start, best_query)
             if original:
                 best_ok = torch.where(better, ok, best_ok)
-        del logits, probs, weighted
+        del probs, weighted
+    return _Assignment(best_query, best_ok, mask_area)
 
-    won_area = torch.bincount(best_query.reshape(-1), minlength=num_kept)
+
+def _survivors(assignment: _Assignment, overlap_threshold: float,
+               original: bool) -> torch.Tensor:
+    """Bool Tensor[K]: the kept queries that pass the area test (``won / mask area``)."""
+    num_kept = int(assignment.mask_area.numel())
+    mask_area = assignment.mask_area
+    won_area = torch.bincount(assignment.query.reshape(-1), minlength=num_kept)
     if original:
         # Python's division of the two counts (float64), kept when >= the threshold; the
         # query must also keep some pixel.
-        kept_pixels = torch.where(best_ok, best_query, num_kept).reshape(-1)
+        kept_pixels = torch.where(assignment.keeps, assignment.query, num_kept).reshape(-1)
         assigned = torch.bincount(kept_pixels, minlength=num_kept + 1)[:num_kept]
         ratio = won_area.double() / mask_area.clamp(min=1).double()
-        valid = (won_area > 0) & (mask_area > 0) & (assigned > 0) & (ratio >= overlap_threshold)
-    else:
-        # transformers divides integer tensors (float32) and compares the Python float.
-        ratio = torch.true_divide(won_area, mask_area.clamp(min=1)).double()
-        valid = (won_area > 0) & (mask_area > 0) & (ratio > overlap_threshold)
+        return (won_area > 0) & (mask_area > 0) & (assigned > 0) & (ratio >= overlap_threshold)
+    # transformers divides integer tensors (float32) and compares the Python float.
+    ratio = torch.true_divide(won_area, mask_area.clamp(min=1)).double()
+    return (won_area > 0) & (mask_area > 0) & (ratio > overlap_threshold)
 
-    # Segment numbers: a surviving query opens a new segment unless an earlier surviving
-    # query of the same fused class did; then it joins that one.
+
+def _number_segments(valid: torch.Tensor, kept_labels: torch.Tensor,
+                     fuse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Segment numbers 1..N of the kept queries, in query order (0: dropped).
+
+    A surviving query opens a new segment unless an earlier surviving query of the same fused
+    class did; then it joins that one.
+
+    Returns:
+        ``segment`` Tensor[K] int64 per kept query and ``opens`` Tensor[K] bool, the queries
+        that opened a segment (segment ``k`` was opened by the ``k``-th of them).
+    """
+    num_kept = int(valid.numel())
+    device = valid.device
     fused = valid & fuse[kept_labels]
     same = (kept_labels[:, None] == kept_labels[None, :]) & fused[:, None] & fused[None, :]
     earlier = torch.ones(num_kept, num_kept, dtype=torch.bool, device=device).tril(-1)
     opens = valid & ~(same & earlier).any(1)
     number = torch.cumsum(opens.long(), 0) * opens
     first = torch.where(fused, same.long().argmax(1), torch.arange(num_kept, device=device))
-    seg_of_kept = torch.where(valid, number[first], 0)
-    query_segment[kept] = seg_of_kept
-
-    num_segments = int(opens.sum())
-    seg_labels = kept_labels[opens]
-    score_sum = torch.zeros(num_segments + 1, dtype=torch.float32, device=device)
-    score_sum.index_add_(0, seg_of_kept, kept_scores.float())
-    count = torch.bincount(seg_of_kept, minlength=num_segments + 1)
-    seg_scores = (score_sum / count.clamp(min=1))[1:]
-
-    segment_map = seg_of_kept[best_query]
-    if original:
-        segment_map = torch.where(best_ok, segment_map, 0)
-    return QuerySegments(segment_map, seg_labels, seg_scores, query_segment)
+    return torch.where(valid, number[first], 0), opens
 
 
-def post_process_panoptic(
-    class_queries_logits: torch.Tensor,
-    masks_queries_logits: torch.Tensor,
-    *,
-    threshold: float = 0.5,
-    mask_threshold: float = 0.5,
-    overlap_mask_area_threshold: float = 0.8,
-    label_ids_to_fuse: Iterable[int] | None = None,
-    target_sizes: Sequence[Sequence[int]] | None = None,
-    flavour: str = "mask2former",
-    max_chunk_elements: int | None = DEFAULT_MAX_CHUNK_ELEMENTS,
-) -> list[QuerySegments]:
-    """Batch panoptic inference with the arguments of transformers' post-processing.
-
-    Same segmentation as ``<Processor>.post_process_panoptic_segmentation(outputs, threshold,
-    mask_threshold, overlap_mask_area_threshold, label_ids_to_fuse, target_sizes)`` for the
-    model family ``flavour`` (see the module docstring for the documented differences).
-
-    Args:
-        class_queries_logits: Tensor[B, Q, C + 1] (DETR: ``outputs.logits``).
-        masks_queries_logits: Tensor[B, Q, h, w] (DETR: ``outputs.pred_masks``).
-        target_sizes: ``(H, W)`` per image, or None for the probability map's size.
-        flavour: one of :data:`FLAVOURS`.
-
-    Returns:
-        One :class:`QuerySegments` per image.
-    """
-    if flavour not in FLAVOURS:
-        raise ValueError(f"flavour must be one of {sorted(FLAVOURS)}, got {flavour!r}")
-    if class_queries_logits.ndim != 3 or masks_queries_logits.ndim != 4:
-        raise ValueError(
-            "expected class logits [B, Q, C+1] and mask logits [B, Q, h, w], got "
-            f"{tuple(class_queries_logits.shape)} and {tuple(masks_queries_logits.shape)}"
-        )
-    batch = class_queries_logits.shape[0]
-    if target_sizes is not None and len(target_sizes) != batch:
-        raise ValueError(f"expected {batch} target sizes, got {len(target_sizes)}")
-    num_classes = class_queries_logits.shape[-1] - 1
-    fuse = fuse_mask(num_classes, label_ids_to_fuse, device=masks_queries_logits.device)
-    scores, labels = query_scores(class_queries_logits)
-    spec = dict(FLAVOURS[flavour])
-    if flavour == "oneformer":
-        spec["antialias"] = _oneformer_antialias()
-    return [
-        panoptic_from_queries(
-            scores[i], labels[i], masks_queries_logits[i],
-            num_classes=num_classes,
-            threshold=threshold,
-            mask_threshold=mask_threshold,
-            overlap_threshold=overlap_mask_area_threshold,
-            fuse=fuse,
-            target_size=None if target_sizes is None else target_sizes[i],
-            logit_size=spec["logit_size"],
-            antialias=spec["antialias"],
-            max_chunk_elements=max_chunk_elements,
-        )
-        for i in range(batch)
-    ]
-
-
-def hf_segment_ids(result: QuerySegments, query_labels: torch.Tensor,
-                   fuse: torch.Tensor) -> torch.Tensor:
-    """The segment id transformers gives each of our segments (its counter restarts included).
-
-    transformers numbers surviving queries in order, but after a query of an already-seen fused
-    class it continues counting from that class's id, so later segments can share ids. This
-    replays that counter for comparisons with its output.
-
-    Args:
-        result: output of :func:`panoptic_from_queries`.
-        query_labels: Tensor[Q] int64, the query labels given to it.
-        fuse: bool Tensor[C + 1], the fused classes given to it.
-
-    Returns:
-        Tensor[N + 1] int64 on the CPU: entry ``k`` is transformers' id of our segment ``k``
-        (entry 0, void, stays 0).
-    """
-    seg = result.query_segment.cpu().tolist()
-    labels = query_labels.cpu().tolist()
-    fused = fuse.cpu().tolist()
-    out = [0] * (result.num_segments + 1)
-    counter = 0
-    memory: dict[int, int] = {}
-    for q, s in enumerate(seg):
-        if s == 0:
-            continue
-        label = labels[q]
-        if label in memory:
-            counter = memory[label]
-        else:
-            counter += 1
-        out[s] = counter
-        if fused[label]:
-            memory[label] = counter
-    return torch.tensor(out, dtype=torch.int64)
+def _segment_scores(segment: torch.Tensor, kept_scores: torch.Tensor,
+                    num_segments: int) -> torch.Tensor:
+    """Tensor[N] float32: the mean score of each segment's queries."""
+    score_sum = torch.zeros(num_segments + 1, dtype=torch.float32, device=segment.device)
+    score_sum.index_add_(0, segment, kept_scores.float())
+    count = torch.bincount(segment, minlength=num_segments + 1)
+    return (score_sum / count.clamp(min=1))[1:]

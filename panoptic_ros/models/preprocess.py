@@ -8,6 +8,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+"""Per-channel RGB mean of ImageNet, 0..255 units: the normalisation of ImageNet backbones."""
+IMAGENET_STD = (58.395, 57.12, 57.375)
+"""Per-channel RGB standard deviation of ImageNet, 0..255 units."""
+
 
 def normalize_and_pad(
     images: Sequence[Tensor],
@@ -55,3 +60,40 @@ def normalize_and_pad(
     if channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch, sizes
+
+
+def check_batch(
+    images: Tensor,
+    image_sizes: Sequence[Sequence[int]],
+    output_sizes: Sequence[Sequence[int]] | None = None,
+) -> list[tuple[int, int]]:
+    """Validate a padded batch and its per-image sizes (the checks of every backend's predict).
+
+    Args:
+        images: Tensor[B, 3, H_p, W_p], as :func:`normalize_and_pad` returns it.
+        image_sizes: ``(h, w)`` per image, its valid region: ``0 < h <= H_p``, ``0 < w <= W_p``.
+        output_sizes: ``(H, W)`` per image of the results, or None (only their number is
+            checked).
+
+    Returns:
+        The image sizes as ``int`` pairs; while tracing (export) as given, since they may be
+        graph inputs.
+
+    Raises:
+        ValueError: ``images`` is not [B, 3, H, W], the number of sizes is not ``B``, or an
+            image size does not fit the padded input.
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be Tensor[B, 3, H, W], got {tuple(images.shape)}")
+    batch, _, pad_h, pad_w = images.shape
+    if len(image_sizes) != batch:
+        raise ValueError(f"expected {batch} image sizes, got {len(image_sizes)}")
+    if output_sizes is not None and len(output_sizes) != batch:
+        raise ValueError(f"expected {batch} output sizes, got {len(output_sizes)}")
+    if torch.jit.is_tracing():
+        return [(h, w) for h, w in image_sizes]
+    sizes = [(int(h), int(w)) for h, w in image_sizes]
+    for h, w in sizes:
+        if not (0 < h <= pad_h and 0 < w <= pad_w):
+            raise ValueError(f"image size {(h, w)} does not fit the padded input {(pad_h, pad_w)}")
+    return sizes

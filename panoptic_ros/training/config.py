@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from panoptic_ros.config_dicts import dataclass_kwargs, plain_types
+from panoptic_ros.devices import normalize_device_name
 from panoptic_ros.errors import UserError
-from panoptic_ros.models.efficientps.config import plain_types
 
 DATA_KINDS = ("synthetic", "coco")
 OPTIMIZERS = ("sgd", "adamw")
@@ -138,7 +139,9 @@ class TrainConfig:
         batch_size: images per step and process.
         max_steps: optimiser steps of the whole run.
         num_workers: DataLoader worker processes per training process.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (DDP picks ``cuda:LOCAL_RANK``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ``auto`` and ``cuda`` mean
+            ``cuda:LOCAL_RANK``, and under torchrun every rank uses ``cuda:LOCAL_RANK`` (see
+            :func:`panoptic_ros.devices.process_device`).
         amp: mixed precision (bf16 if supported, else fp16 with loss scaling) on CUDA.
         seed: seed of weights init, sampling and augmentation.
         output_dir: checkpoints, TensorBoard logs and summary.json go here.
@@ -173,6 +176,7 @@ class TrainConfig:
             raise ValueError("batch_size and max_steps must be >= 1")
         if self.num_workers < 0 or self.checkpoint_every < 0 or self.val_every < 0:
             raise ValueError("num_workers, checkpoint_every and val_every must be >= 0")
+        normalize_device_name(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only: YAML-, JSON- and checkpoint-safe."""
@@ -191,14 +195,7 @@ class TrainConfig:
 
 
 def _build(cls, data: Any, where: str):
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown keys in {where}: {unknown}; known: {sorted(names)}")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return cls(**kwargs)
+    return cls(**dataclass_kwargs(cls, data, where, what=f"keys in {where}:"))
 
 
 def load_train_config(path: str | Path, overrides: Mapping[str, Any] | None = None

@@ -11,6 +11,7 @@ code path runs on CPU with the gloo backend.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from panoptic_ros.data.coco_panoptic import CocoPanopticDataset
 from panoptic_ros.data.dataset import PanopticDataset, SyntheticPanopticDataset, collate_lists
 from panoptic_ros.data.synthetic import SceneConfig, generate_scene, scene_rng
 from panoptic_ros.data.transforms import training_transforms
+from panoptic_ros.devices import process_device
 from panoptic_ros.evaluation.pq import PQStat, pq_results
 from panoptic_ros.models.checkpoint import checkpoint_dict, load_checkpoint_file
 from panoptic_ros.models.efficientps.config import EfficientPSConfig
@@ -64,13 +66,20 @@ class DistInfo:
         return self.rank == 0
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else CPU."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
+def setup_device(name: str, layout: DistInfo) -> torch.device:
+    """This process's device, made the current CUDA device.
+
+    The rule is :func:`~panoptic_ros.devices.process_device`'s: ``cuda`` gets an index, and
+    under torchrun every rank takes ``cuda:LOCAL_RANK``.
+
+    Raises:
+        ValueError: not a device name.
+        ModelLoadError: CUDA asked for but not available, or too few GPUs.
+    """
+    device = process_device(name, layout.local_rank, layout.world_size)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
     return device
 
 
@@ -216,10 +225,7 @@ class Trainer:
         if self.dist.world_size > 1 and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"
             dist.init_process_group(backend)
-        self.device = pick_device(config.device, self.dist.local_rank)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-            torch.backends.cudnn.benchmark = True
+        self.device = setup_device(config.device, self.dist)
         self.out = Path(config.output_dir)
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -385,66 +391,22 @@ class Trainer:
         return out
 
     def run(self) -> dict[str, Any]:
-        """Train to ``max_steps``; returns (and writes) the summary."""
-        cfg = self.cfg
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
+        """Train to ``max_steps``; returns (and writes) the summary.
 
-            bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True)
+        A loop of optimiser steps, each followed by three hooks: log, checkpoint, validate.
+        Ctrl-C (or SIGTERM to the main process) ends the loop early: ``last.pt`` is saved and
+        ``KeyboardInterrupt`` raised, saying how to resume.
+        """
         interrupted = False
-        previous = signal.getsignal(signal.SIGTERM)
-        if self.dist.main and hasattr(signal, "SIGTERM"):
+        with self._progress_bar() as bar, _sigterm_raises_interrupt(self.dist.main):
             try:
-                signal.signal(signal.SIGTERM, _raise_interrupt)
-            except ValueError:  # not the main thread
-                previous = None
-        images_seen, t0 = 0, time.perf_counter()
-        try:
-            batches = self._batches()
-            while self.step < cfg.max_steps:
-                images, targets = next(batches)
-                t_step = time.perf_counter()
-                terms = self.train_step(images, targets)
-                self.train_seconds += time.perf_counter() - t_step
-                images_seen += len(images) * self.dist.world_size
-                for k, v in terms.items():
-                    self.loss_ema[k] = v if k not in self.loss_ema else \
-                        0.9 * self.loss_ema[k] + 0.1 * v
-                if bar is not None:
-                    bar.update(1)
-                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                        rate = images_seen / max(time.perf_counter() - t0, 1e-9)
-                        short = {k.replace("loss_", "")[:6]: f"{v:.3f}"
-                                 for k, v in self.loss_ema.items()}
-                        bar.set_postfix(**short, img_s=f"{rate:.1f}", refresh=False)
-                if self.writer is not None and self.step % cfg.log_every == 0:
-                    for k, v in terms.items():
-                        self.writer.add_scalar(f"train/{k}", v, self.step)
-                    self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"],
-                                           self.step)
-                if self.dist.main and cfg.checkpoint_every and \
-                        self.step % cfg.checkpoint_every == 0:
-                    self.save("last.pt")
-                if cfg.val_every and self.step % cfg.val_every == 0 and \
-                        self.step < cfg.max_steps:
-                    entry = self.validate()
-                    if entry and bar is not None:
-                        bar.write(f"step {self.step}: val PQ {100 * entry['all_pq']:.1f} "
-                                  f"(things {100 * entry['things_pq']:.1f}, "
-                                  f"stuff {100 * entry['stuff_pq']:.1f})")
-                    self._barrier()
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            if bar is not None:
-                bar.close()
-            if previous is not None and self.dist.main:
-                signal.signal(signal.SIGTERM, previous)
+                self._loop(bar)
+            except KeyboardInterrupt:
+                interrupted = True
         if self.dist.main:
             self.save("last.pt")
         if interrupted:
-            summary = self._summary(interrupted=True, final=None)
+            self._summary(interrupted=True, final=None)
             self._finish()
             raise KeyboardInterrupt(f"interrupted at step {self.step}; "
                                     f"resume with --resume {self.out / 'last.pt'}")
@@ -454,6 +416,62 @@ class Trainer:
         summary = self._summary(interrupted=False, final=final)
         self._finish()
         return summary
+
+    def _loop(self, bar) -> None:
+        """Optimiser steps up to ``max_steps``, each followed by the hooks."""
+        batches = self._batches()
+        images_seen, t0 = 0, time.perf_counter()
+        while self.step < self.cfg.max_steps:
+            images, targets = next(batches)
+            t_step = time.perf_counter()
+            terms = self.train_step(images, targets)
+            self.train_seconds += time.perf_counter() - t_step
+            images_seen += len(images) * self.dist.world_size
+            self._log_hook(terms, bar, images_seen / max(time.perf_counter() - t0, 1e-9))
+            self._checkpoint_hook()
+            self._validation_hook(bar)
+
+    def _progress_bar(self):
+        """A tqdm bar from the current step (closed on exit), or a null context without one."""
+        if not self.progress:
+            return contextlib.nullcontext(None)
+        from tqdm import tqdm
+
+        return tqdm(total=self.cfg.max_steps, initial=self.step, unit="step",
+                    dynamic_ncols=True)
+
+    def _log_hook(self, terms: Mapping[str, float], bar, images_per_second: float) -> None:
+        """Loss moving averages; progress bar and TensorBoard every ``log_every`` steps."""
+        for k, v in terms.items():
+            self.loss_ema[k] = v if k not in self.loss_ema else 0.9 * self.loss_ema[k] + 0.1 * v
+        due = self.step % self.cfg.log_every == 0
+        if bar is not None:
+            bar.update(1)
+            if due or self.step == self.cfg.max_steps:
+                short = {k.replace("loss_", "")[:6]: f"{v:.3f}" for k, v in self.loss_ema.items()}
+                bar.set_postfix(**short, img_s=f"{images_per_second:.1f}", refresh=False)
+        if self.writer is not None and due:
+            for k, v in terms.items():
+                self.writer.add_scalar(f"train/{k}", v, self.step)
+            self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
+
+    def _checkpoint_hook(self) -> None:
+        """``last.pt`` every ``checkpoint_every`` steps (main process)."""
+        every = self.cfg.checkpoint_every
+        if self.dist.main and every and self.step % every == 0:
+            self.save("last.pt")
+
+    def _validation_hook(self, bar) -> None:
+        """PQ every ``val_every`` steps before the last (:meth:`run` validates the end)."""
+        every = self.cfg.val_every
+        if not (every and self.step % every == 0 and self.step < self.cfg.max_steps):
+            return
+        entry = self.validate()
+        if entry and bar is not None:
+            bar.write(f"step {self.step}: val PQ {100 * entry['all_pq']:.1f} "
+                      f"(things {100 * entry['things_pq']:.1f}, "
+                      f"stuff {100 * entry['stuff_pq']:.1f})")
+        self._barrier()
 
     def _barrier(self) -> None:
         if self.dist.world_size > 1:
@@ -499,6 +517,26 @@ class Trainer:
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _sigterm_raises_interrupt(active: bool) -> Iterator[None]:
+    """Inside, SIGTERM raises ``KeyboardInterrupt``; the previous handler is restored on exit.
+
+    Only when ``active`` (the main process) and called from the main thread: a terminated run
+    then checkpoints like a Ctrl-C.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if active and hasattr(signal, "SIGTERM"):
+        try:
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+        except ValueError:  # not the main thread
+            previous = None
+    try:
+        yield
+    finally:
+        if previous is not None and active:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def train(config: TrainConfig, resume: str | Path | None = None,

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from panoptic_ros.categories import DEFAULT_LABEL_DIVISOR
+from panoptic_ros.config_dicts import dataclass_kwargs, plain_types
 from panoptic_ros.models.efficientps.layers import ACTIVATIONS, NORMS
 from panoptic_ros.models.fusion import STRATEGIES as FUSION_STRATEGIES
 from panoptic_ros.models.live_params import LiveParam
+from panoptic_ros.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 # EfficientNet compound scaling (width, depth) of B0..B7, from the EfficientNet paper.
 BACKBONE_SCALING: dict[str, tuple[float, float]] = {
@@ -43,9 +45,6 @@ VARIANTS = (*BACKBONE_SCALING, "narrow")
 256, mask head 48, GroupNorm in the heads (small CPU batches), anchors 16..128 px and fewer
 proposals, for 256x320-class images on a CPU (about 1.6 M parameters).
 """
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 @dataclass(frozen=True)
@@ -255,10 +254,10 @@ class EfficientPSConfig:
         data = dict(data)
         base = cls.preset(data.get("variant", "b5"))
         fusion = data.pop("fusion", None)
-        kwargs = _checked_kwargs(cls, data, "model config")
+        kwargs = dataclass_kwargs(cls, data, "model config")
         if fusion is not None:
             kwargs["fusion"] = replace(
-                base.fusion, **_checked_kwargs(FusionConfig, fusion, "fusion config")
+                base.fusion, **dataclass_kwargs(FusionConfig, fusion, "fusion config")
             )
         return replace(base, **kwargs)
 
@@ -282,30 +281,6 @@ _NARROW_OVERRIDES: dict[str, Any] = dict(
     detections_per_image=50,
     fusion=FusionConfig(stuff_area=2048),
 )
-
-
-def _checked_kwargs(cls: type, data: Any, where: str) -> dict[str, Any]:
-    """Keyword arguments of dataclass ``cls`` from a mapping; unknown keys raise."""
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown {where} keys {unknown}; known: {sorted(names)}")
-    return {k: _tuples(v) for k, v in data.items()}
-
-
-def _tuples(value: Any) -> Any:
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def plain_types(value: Any) -> Any:
-    """Tuples to lists, recursively: the YAML-, JSON- and ``weights_only``-safe form."""
-    if isinstance(value, dict):
-        return {k: plain_types(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain_types(v) for v in value]
-    return value
 
 
 def load_config(path: str | Path) -> EfficientPSConfig:
