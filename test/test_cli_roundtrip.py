@@ -13,8 +13,6 @@ from panoptic_ros.cli import main
 from panoptic_ros.data.synthetic import write_synthetic_dataset
 from panoptic_ros.evaluation.pq import format_results, pq_compute_files
 
-pytest.importorskip("torch")
-
 
 @pytest.fixture(scope="module")
 def round_trip(tmp_path_factory):

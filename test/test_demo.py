@@ -139,7 +139,8 @@ def test_demo_end_to_end(tmp_path):
     assert summary["node"]["frames_received"] <= summary["frames_in"]
     for part in ("All", "Things", "Stuff"):
         for metric in ("pq", "sq", "rq"):
-            assert 0.0 <= summary["pq"][part][metric] <= 1.0
+            # The bundled model on unseen scenes (89.9 PQ over 200 scenes; live ~89).
+            assert summary["pq"][part][metric] >= (0.75 if part != "Things" else 0.65)
     lat = summary["latency_ms"]
     assert 0 < lat["p50"] <= lat["p95"] <= lat["max"] and lat["count"] == summary["frames_out"]
     assert set(summary["instance_counts_mean"]) == {c.name for c in LS.things}

@@ -31,7 +31,6 @@ def test_bundled_checkpoint_is_small_and_self_describing():
 
 @pytest.fixture(scope="module")
 def predictor():
-    pytest.importorskip("torch")
     from panoptic_ros.inference import Predictor
 
     return Predictor(device="cpu")  # no weights named: the bundled model

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import onnx  # noqa: E402 - test extra: a broken install fails, not skips
+import onnxruntime as ort  # noqa: E402
 import pytest
 import torch
 from test_predictor import LS, rgb
@@ -28,9 +30,6 @@ from panoptic_ros.inference import Predictor
 from panoptic_ros.models.checkpoint import save_checkpoint
 from panoptic_ros.models.efficientps import EfficientPSConfig
 from panoptic_ros.models.registry import build_model
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 
 SIZE = (64, 96)
 # Camera frames whose fitted size pads to SIZE, as the Predictor pads them: (64, 85), (64, 85)

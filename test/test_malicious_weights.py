@@ -59,7 +59,6 @@ def trojaned_checkpoint(path: Path, marker: Path) -> Path:
 
 def tiny_mask2former_dir(path: Path) -> Path:
     """A tiny random Mask2Former folder holding only its config files (no weights yet)."""
-    pytest.importorskip("transformers")
     from helpers import save_tiny_mask2former
 
     save_tiny_mask2former(path)

