@@ -16,8 +16,21 @@ import yaml
 
 from panoptic_ros.errors import ModelLoadError
 from panoptic_ros.models.checkpoint import load_checkpoint_file, load_model
-from panoptic_ros.training.config import TrainConfig, load_train_config
-from panoptic_ros.training.trainer import DistInfo, EpochSampler, Trainer, lr_factor, setup_device
+from panoptic_ros.training import trainer as trainer_module
+from panoptic_ros.training.config import DataConfig, TrainConfig, load_train_config
+from panoptic_ros.training.trainer import (
+    DistInfo,
+    EpochSampler,
+    Trainer,
+    amp_settings,
+    evaluate_model,
+    gather_image_stats,
+    image_stats,
+    lr_factor,
+    setup_device,
+    sum_stats,
+    validation_samples,
+)
 
 TINY = {
     "model": {"variant": "narrow"},
@@ -182,9 +195,111 @@ def test_device_rule_indexes_cuda_and_gives_each_torchrun_rank_its_gpu(monkeypat
         TrainConfig.from_dict({**TINY, "device": "gpu"})  # refused when the config is read
 
 
+def test_torchrun_rank_takes_cuda_local_rank_from_the_environment(monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # second node: global rank 3, local rank 1
+    layout = DistInfo.from_env()
+    assert layout == DistInfo(rank=3, world_size=4, local_rank=1) and not layout.main
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    for name in ("auto", "cuda", "cuda:0"):
+        assert setup_device(name, layout) == torch.device("cuda", 1)
+
+
+def _fake_gpu(monkeypatch, major: int) -> None:
+    """A CUDA GPU of compute capability ``major``.x that emulates bf16 below 8 (as V100 does)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device: type("Props", (), {"major": major, "minor": 0})())
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)
+
+
+def test_amp_takes_bf16_only_where_the_gpu_has_it_natively(monkeypatch):
+    gpu = torch.device("cuda", 0)
+    _fake_gpu(monkeypatch, major=7)  # V100 / T4 / Jetson Xavier: bf16 only emulated
+    assert torch.cuda.is_bf16_supported()  # the trap: emulation counts by default
+    dtype, scaler = amp_settings(gpu, enabled=True)
+    assert dtype == torch.float16 and scaler.is_enabled()  # fp16 with loss scaling
+    _fake_gpu(monkeypatch, major=8)  # Ampere and later
+    dtype, scaler = amp_settings(gpu, enabled=True)
+    assert dtype == torch.bfloat16 and not scaler.is_enabled()
+    for device, enabled in ((gpu, False), (torch.device("cpu"), True)):
+        dtype, scaler = amp_settings(device, enabled)
+        assert dtype is None and not scaler.is_enabled()
+
+
+def test_checkpoint_saves_and_resume_restores_the_cuda_rng(tmp_path, monkeypatch):
+    """The CUDA generators (stochastic depth, RPN/RoI sampling) travel with last.pt."""
+    states = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
+    calls: list = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in states])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda st: calls.append(("all", st)))
+    monkeypatch.setattr(torch.cuda, "set_rng_state",
+                        lambda st, device: calls.append(("one", st, device)))
+    trainer = Trainer(tiny(tmp_path), progress=False)
+    trainer.save("cpu.pt")  # a CPU run writes no CUDA entry
+    assert "cuda_rng" not in load_checkpoint_file(tmp_path / "run" / "cpu.pt")["train_state"]
+    trainer.device = torch.device("cuda", 0)  # as a run on cuda:0 (the model stays here)
+    trainer.save("last.pt")
+    st = load_checkpoint_file(tmp_path / "run" / "last.pt")["train_state"]
+    assert st["cuda_rng_device"] == 0
+    assert [t.tolist() for t in st["cuda_rng"]] == [t.tolist() for t in states]
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    trainer._load_state(tmp_path / "run" / "last.pt")  # the same GPUs: all restored
+    assert [(c[0], [t.tolist() for t in c[1]]) for c in calls] == [
+        ("all", [t.tolist() for t in states])]
+    calls.clear()
+    trainer.device = torch.device("cuda", 1)  # resumed on another GPU: the trained one's state
+    trainer._load_state(tmp_path / "run" / "last.pt")
+    assert [(c[0], c[1].tolist(), c[2]) for c in calls] == [
+        ("one", states[0].tolist(), torch.device("cuda", 1))]
+    calls.clear()
+    trainer._load_state(tmp_path / "run" / "cpu.pt")  # older checkpoints: CUDA RNG left alone
+    trainer.device = torch.device("cpu")
+    trainer._load_state(tmp_path / "run" / "last.pt")  # CUDA checkpoint resumed on the CPU
+    assert calls == []
+
+
+def test_validation_shards_merge_to_the_single_process_pq(tmp_path, monkeypatch):
+    """Sharded validation (two ranks simulated in one process) gives the unsharded stats."""
+    trainer = Trainer(tiny(tmp_path), progress=False)
+    val = DataConfig(length=3, seed=7, height=64, width=96)
+    divisor = trainer.model_config.label_divisor
+
+    def shard(rank):
+        samples = validation_samples(val, trainer.label_set, divisor, rank=rank, world_size=2)
+        return image_stats(trainer.model, samples, trainer.device)
+
+    full = image_stats(trainer.model, validation_samples(val, trainer.label_set, divisor),
+                       trainer.device)
+    shards = [shard(0), shard(1)]
+    assert [len(s) for s in shards] == [2, 1]  # images 0, 2 and 1
+
+    def all_gather_object(out, mine):
+        assert mine == [{c: (s.iou, s.tp, s.fp, s.fn) for c, s in st.per_cat.items()}
+                        for st in shards[1]]  # called as rank 1
+        out[:] = [[{c: (s.iou, s.tp, s.fp, s.fn) for c, s in st.per_cat.items()}
+                   for st in sh] for sh in shards]
+
+    monkeypatch.setattr(trainer_module.dist, "all_gather_object", all_gather_object)
+    merged = gather_image_stats(shards[1], world_size=2)
+    assert all(f.per_cat for f in full)  # not vacuous: every image has segments
+    assert [m.per_cat for m in merged] == [f.per_cat for f in full]
+    label_set = trainer.model.label_set
+    assert sum_stats(merged).results(label_set) == sum_stats(full).results(label_set)
+    assert gather_image_stats(full, world_size=1) is full
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tmp_path):
-    cfg = {**TINY, "output_dir": str(tmp_path / "ddp"), "max_steps": 3, "device": "cpu"}
+    """Two gloo ranks: gradients all-reduced, and validation sharded with the PQ merged."""
+    cfg = {**TINY, "output_dir": str(tmp_path / "ddp"), "max_steps": 3, "device": "cpu",
+           "val_every": 2, "val": {**TINY["val"], "length": 3}}  # 3 images: shards of 2 and 1
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
@@ -200,6 +315,23 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     a, b = summary["param_checksums"]
     assert a == pytest.approx(b, rel=0, abs=1e-9)  # gradients were all-reduced: same weights
     assert summary["images_per_second"] > 0
+    # Every rank validated its share; merged, the PQ is the single process's on all 3 images.
+    assert [e["step"] for e in summary["val_history"]] == [2, 3]
+    final = summary["final_val"]
+    assert final["images"] == 3
+    model = load_model(tmp_path / "ddp" / "model_final.pt")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks ran (OMP_NUM_THREADS=1)
+    try:
+        val = DataConfig(**cfg["val"])
+        results, n = evaluate_model(model, validation_samples(
+            val, model.label_set, model.config.label_divisor), torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert n == 3
+    for key in ("All", "Things", "Stuff"):
+        for m in ("pq", "sq", "rq"):
+            assert final[f"{key.lower()}_{m}"] == results[key][m], (key, m)
 
 
 def test_train_cli_errors(tmp_path):

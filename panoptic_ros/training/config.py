@@ -142,7 +142,9 @@ class TrainConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ``auto`` and ``cuda`` mean
             ``cuda:LOCAL_RANK``, and under torchrun every rank uses ``cuda:LOCAL_RANK`` (see
             :func:`panoptic_ros.devices.process_device`).
-        amp: mixed precision (bf16 if supported, else fp16 with loss scaling) on CUDA.
+        amp: mixed precision on CUDA: bf16 on GPUs with native bfloat16 (compute
+            capability 8.0+), else fp16 with loss scaling (V100, T4, Jetson Xavier only
+            emulate bf16); ignored on the CPU.
         seed: seed of weights init, sampling and augmentation.
         output_dir: checkpoints, TensorBoard logs and summary.json go here.
         checkpoint_every: save ``last.pt`` every this many steps (0 = only at the end).

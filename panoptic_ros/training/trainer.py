@@ -6,7 +6,8 @@ optimiser, schedule, scaler, RNG, position in the epoch), periodic PQ on a valid
 progress bar with loss terms and throughput, TensorBoard when installed, summary.json at the end.
 
 Multi-GPU: ``torchrun --nproc_per_node N -m panoptic_ros.cli train --config ...``; the same
-code path runs on CPU with the gloo backend.
+code path runs on CPU with the gloo backend. Every rank validates its share of the validation
+set and the PQ counts are merged (no rank idles in a collective while another evaluates).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from panoptic_ros.data.dataset import PanopticDataset, SyntheticPanopticDataset,
 from panoptic_ros.data.synthetic import SceneConfig, generate_scene, scene_rng
 from panoptic_ros.data.transforms import training_transforms
 from panoptic_ros.devices import process_device
-from panoptic_ros.evaluation.pq import PQStat, pq_results
+from panoptic_ros.evaluation.pq import PQStat, PQStatCat, pq_results
+from panoptic_ros.inference import autocast_dtype
 from panoptic_ros.models.checkpoint import checkpoint_dict, load_checkpoint_file
 from panoptic_ros.models.efficientps.config import EfficientPSConfig
 from panoptic_ros.models.registry import build_model
@@ -81,6 +83,25 @@ def setup_device(name: str, layout: DistInfo) -> torch.device:
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
     return device
+
+
+def amp_settings(device: torch.device, enabled: bool
+                 ) -> tuple[torch.dtype | None, torch.amp.GradScaler]:
+    """The trainer's AMP dtype (``None``: fp32, no autocast) and gradient scaler.
+
+    ``amp: true`` on CUDA is bf16 where the GPU has native bfloat16, else fp16 with loss
+    scaling (the scaler is enabled for fp16 only); without AMP or off CUDA, fp32.
+    "Native" is the rule of :func:`panoptic_ros.inference.autocast_dtype` (compute capability
+    8.0+): GPUs that only emulate bf16 (V100, T4, Jetson Xavier), which
+    ``torch.cuda.is_bf16_supported()`` counts by default, get fp16.
+    """
+    dtype = None
+    if enabled and device.type == "cuda":
+        try:
+            dtype = autocast_dtype(device, "bf16")
+        except ValueError:  # no native bfloat16 on this GPU
+            dtype = autocast_dtype(device, "fp16")
+    return dtype, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
 
 class EpochSampler(Sampler[int]):
@@ -131,13 +152,17 @@ def build_train_dataset(cfg: TrainConfig, label_set: LabelSet, rank: int):
 
 
 def validation_samples(data: DataConfig, label_set: LabelSet, label_divisor: int,
-                       limit: int | None = None) -> Iterator[tuple[np.ndarray, PanopticResult]]:
-    """``(image uint8 RGB, ground truth)`` pairs of a validation set, unaugmented."""
+                       limit: int | None = None, rank: int = 0, world_size: int = 1
+                       ) -> Iterator[tuple[np.ndarray, PanopticResult]]:
+    """``(image uint8 RGB, ground truth)`` pairs of a validation set, unaugmented.
+
+    With ``world_size > 1``, only this rank's share: images ``rank``, ``rank + world_size``, ...
+    """
     if data.kind == "synthetic":
         scene_cfg = SceneConfig(height=data.height, width=data.width,
                                 label_divisor=label_divisor)
         count = data.length if limit is None else min(limit, data.length)
-        for k in range(count):
+        for k in range(rank, count, world_size):
             scene = generate_scene(scene_rng(data.seed, data.start_id + k), scene_cfg)
             yield scene.image, scene.result
         return
@@ -147,7 +172,7 @@ def validation_samples(data: DataConfig, label_set: LabelSet, label_divisor: int
         ids = ids[: data.length]
     if limit is not None:
         ids = ids[:limit]
-    for image_id in ids:
+    for image_id in ids[rank::world_size]:
         yield source.load_image(image_id), source.load_result(image_id, label_divisor)
 
 
@@ -158,16 +183,51 @@ def evaluate_model(model: nn.Module, samples, device: torch.device) -> tuple[dic
     Returns:
         panopticapi's results dict over the model's label set, and the image count.
     """
+    stats = image_stats(model, samples, device)
+    return sum_stats(stats).results(model.label_set), len(stats)
+
+
+@torch.inference_mode()
+def image_stats(model: nn.Module, samples, device: torch.device) -> list[PQStat]:
+    """One PQ accumulator per ``(image, ground truth)`` pair, ``model`` in eval mode."""
     was_training = model.training
     model.eval()
-    stat, n = PQStat(), 0
-    for image, gt in samples:
-        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(device)
-        pred = model([x])[0]
-        stat += pq_results(gt, pred)
-        n += 1
-    model.train(was_training)
-    return stat.results(model.label_set), n
+    stats = []
+    try:
+        for image, gt in samples:
+            x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(device)
+            stats.append(pq_results(gt, model([x])[0]))
+    finally:
+        model.train(was_training)
+    return stats
+
+
+def sum_stats(stats) -> PQStat:
+    """The sum of PQ accumulators, in order (the same order gives the same float sums)."""
+    total = PQStat()
+    for stat in stats:
+        total += stat
+    return total
+
+
+def gather_image_stats(stats: list[PQStat], world_size: int) -> list[PQStat]:
+    """Every rank's per-image stats, on every rank, in the unsharded image order.
+
+    Rank ``r`` holds images ``r, r + world_size, ...``, as :func:`validation_samples` shards
+    them. Summed in the unsharded order they give bit for bit the single-process result.
+    """
+    if world_size == 1:
+        return stats
+    mine = [{c: (s.iou, s.tp, s.fp, s.fn) for c, s in st.per_cat.items()} for st in stats]
+    shards: list[Any] = [None] * world_size
+    dist.all_gather_object(shards, mine)
+    ordered = []
+    for i in range(sum(len(shard) for shard in shards)):
+        stat = PQStat()
+        counts = shards[i % world_size][i // world_size]
+        stat.per_cat = {c: PQStatCat(*v) for c, v in counts.items()}
+        ordered.append(stat)
+    return ordered
 
 
 # -- schedule and optimiser ---------------------------------------------------------------
@@ -222,10 +282,10 @@ class Trainer:
                  progress: bool = True) -> None:
         self.cfg = config
         self.dist = DistInfo.from_env()
-        if self.dist.world_size > 1 and not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"
-            dist.init_process_group(backend)
+        # The device first: NCCL's collectives use the current CUDA device.
         self.device = setup_device(config.device, self.dist)
+        if self.dist.world_size > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.out = Path(config.output_dir)
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -243,10 +303,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config))
-        self.amp_dtype = None
-        if config.amp and self.device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.amp_dtype, self.scaler = amp_settings(self.device, config.amp)
         self.ddp = None
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -287,6 +344,9 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "torch_rng": torch.get_rng_state(),
+            # Stochastic depth and the RPN/RoI samplers draw from the model device's generator.
+            **({"cuda_rng": torch.cuda.get_rng_state_all(), "cuda_rng_device": self.device.index}
+               if self.device.type == "cuda" else {}),
             "history": json.dumps(self.history),
             "loss_ema": json.dumps(self.loss_ema),
             "best_pq": self.best_pq,
@@ -319,10 +379,24 @@ class Trainer:
         self.scaler.load_state_dict(st["scaler"])
         self.step = int(st["step"])
         torch.set_rng_state(st["torch_rng"])
+        if self.device.type == "cuda" and "cuda_rng" in st:  # older checkpoints lack it
+            self._restore_cuda_rng(list(st["cuda_rng"]), int(st.get("cuda_rng_device", 0)))
         self.history = json.loads(st["history"])
         self.loss_ema = json.loads(st["loss_ema"])
         self.best_pq = float(st["best_pq"])
         self.train_seconds = float(st["train_seconds"])
+
+    def _restore_cuda_rng(self, states: list[torch.Tensor], saved_index: int) -> None:
+        """Put the CUDA generators back as saved.
+
+        On another GPU layout the state of the GPU that trained goes to this process's GPU
+        (under torchrun every rank restores the main process's, as a fresh run starts every
+        rank from the same seed).
+        """
+        if saved_index == self.device.index and len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+        else:
+            torch.cuda.set_rng_state(states[min(saved_index, len(states) - 1)], self.device)
 
     def _tensorboard(self):
         try:
@@ -333,13 +407,20 @@ class Trainer:
 
     # -- validation -------------------------------------------------------------------------
     def validate(self) -> dict | None:
-        """PQ on the validation set (main process); recorded in the history."""
-        if self.cfg.val is None or not self.dist.main:
+        """PQ on the validation set, recorded in the history.
+
+        Every process evaluates its share of the images; the per-image counts are gathered and
+        summed in image order, so the result is the single-process one, on every process.
+        """
+        if self.cfg.val is None:
             return None
         start = time.perf_counter()
         samples = validation_samples(self.cfg.val, self.label_set,
-                                     self.model_config.label_divisor)
-        results, n = evaluate_model(self.model, samples, self.device)
+                                     self.model_config.label_divisor,
+                                     rank=self.dist.rank, world_size=self.dist.world_size)
+        stats = gather_image_stats(image_stats(self.model, samples, self.device),
+                                   self.dist.world_size)
+        results, n = sum_stats(stats).results(self.model.label_set), len(stats)
         entry = {"step": self.step, "images": n,
                  **{f"{k.lower()}_{m}": results[k][m] for k in ("All", "Things", "Stuff")
                     for m in ("pq", "sq", "rq")},
@@ -350,7 +431,8 @@ class Trainer:
                 self.writer.add_scalar(f"val/{k}", entry[k], self.step)
         if entry["all_pq"] > self.best_pq:
             self.best_pq = entry["all_pq"]
-            self.save("best.pt", with_state=False)
+            if self.dist.main:
+                self.save("best.pt", with_state=False)
         return entry
 
     # -- the loop ---------------------------------------------------------------------------
@@ -471,11 +553,6 @@ class Trainer:
             bar.write(f"step {self.step}: val PQ {100 * entry['all_pq']:.1f} "
                       f"(things {100 * entry['things_pq']:.1f}, "
                       f"stuff {100 * entry['stuff_pq']:.1f})")
-        self._barrier()
-
-    def _barrier(self) -> None:
-        if self.dist.world_size > 1:
-            dist.barrier()
 
     def _summary(self, interrupted: bool, final: dict | None) -> dict[str, Any]:
         checksums = [param_checksum(self.model)]
