@@ -4,6 +4,7 @@
 #   make test-fast     the edit-loop tier: no slow or multi-process tests (a few minutes)
 #   make test-release  everything, plus the release tier (torch.compile with inductor)
 #   make dev    install once; afterwards `PYTHONPATH=. .venv/bin/pytest` tests source edits
+#   make gpu-check  GPU readiness report: gpu tests + bench_gpu.py on CUDA, CPU stand-ins elsewhere
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -35,7 +36,7 @@ export PIP_NO_INPUT := 1
 
 PYTEST_ARGS ?=
 
-.PHONY: test test-fast test-release demo dev lint bench clean distclean
+.PHONY: test test-fast test-release demo dev lint bench gpu-check clean distclean
 
 $(VENV)/.base: Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,6 +71,9 @@ demo: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+gpu-check:
+	scripts/gpu_check.sh
 
 clean:
 	rm -rf build install log .pytest_cache
