@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "test"))
 
+from _host import host_line  # noqa: E402
 from reference_fusion import reference_fusion, reference_paste  # noqa: E402
 
 from panoptic_ros.categories import cityscapes  # noqa: E402
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         args.size, args.instances, args.repeats = "128x256", "2,5", 1
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(host_line())
     h, w = (int(v) for v in args.size.lower().split("x"))
     counts = [int(v) for v in args.instances.split(",")]
     stuff_area = 2048 * h * w / (1024 * 2048)

@@ -21,6 +21,7 @@ import time
 from types import SimpleNamespace
 
 import torch
+from _host import host_line
 
 from panoptic_ros.categories import coco_panoptic
 from panoptic_ros.models.mask2former_postprocess import (
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per scene")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
+    print(host_line())
     try:
         import transformers
     except ImportError:

@@ -34,6 +34,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _host import host_line  # noqa: E402
+
 from panoptic_ros.categories import cityscapes  # noqa: E402
 from panoptic_ros.models.efficientps import EfficientPS, EfficientPSConfig  # noqa: E402
 from panoptic_ros.models.preprocess import normalize_and_pad  # noqa: E402
@@ -191,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.variants, args.size, args.narrow_size, args.flops_size, args.repeats = \
             "narrow", "64x128", "64x80", "", 1
+    print(host_line())
     if args.threads:
         torch.set_num_threads(args.threads)
     size = parse_size(args.size)

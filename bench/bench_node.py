@@ -44,17 +44,16 @@ import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _host import host_line  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
-from torchvision.models.detection.image_list import ImageList  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from panoptic_ros.msg import InstanceCounts, PanopticSegmentation  # noqa: E402
 
 from panoptic_ros.inference import Predictor, PredictorConfig, fit_size  # noqa: E402
-from panoptic_ros.models.efficientps.model import LEVELS  # noqa: E402
 from panoptic_ros.models.fusion import fuse, to_panoptic_result  # noqa: E402
 from panoptic_ros.models.preprocess import normalize_and_pad  # noqa: E402
 from panoptic_ros.ros.conversions import array_to_image, image_to_rgb  # noqa: E402
@@ -141,16 +140,12 @@ class Loopback:
 
 
 def network_forward(model, x, sizes):
-    """The network alone, as EfficientPS.predict_fusion runs it before fusing."""
-    feats, semantic = model.dense(x)
-    feat_dict = dict(zip(LEVELS, feats, strict=True))
-    proposals, _ = model.rpn(ImageList(x, sizes), feat_dict)
-    detections, _ = model.roi_heads(feat_dict, proposals, sizes)
-    return semantic, detections
+    """The network alone: backbone, FPN and heads, before the post-processing."""
+    return model.network(x, sizes)
 
 
 def fusion_only(model, semantic, detections, sizes):
-    """The fusion step of EfficientPS.predict_fusion on given network outputs."""
+    """The fusion part of EfficientPS's postprocess (its result part is timed apart)."""
     fusion, out = model.fusion_config, []
     for i, (h, w) in enumerate(sizes):
         det = detections[i]
@@ -228,6 +223,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true",
                         help="CI: one 160x120 frame, network shorter side 96, one run")
     args = parser.parse_args()
+    print(host_line())
     sizes = SIZES
     if args.smoke:
         sizes, args.input_size, args.repeats = ((120, 160),), 96, 1

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _host import host_line
 
 from panoptic_ros.categories import cityscapes
 from panoptic_ros.data.coco_panoptic import write_panoptic_png
@@ -189,6 +190,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="best of N runs each")
     ap.add_argument("--smoke", action="store_true", help="tiny CI size")
     args = ap.parse_args()
+    print(host_line())
     if args.smoke:
         args.images, args.size, args.repeat = 4, "128x256", 1
     h, w = (int(v) for v in args.size.lower().split("x"))

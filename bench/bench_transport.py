@@ -38,6 +38,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _host import host_line
+
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "panoptic_ros" / "ros" / "fastdds_loopback.xml"
 DEFAULT_DOMAIN_ID = 97
@@ -206,17 +208,7 @@ def trial(case: Case, args: argparse.Namespace, tmp: Path, index: int) -> dict:
 
 
 def host_description() -> str:
-    """CPU, cores usable here, kernel, Python, Fast DDS, the RMW and the UDP buffer limits."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    """:func:`host_line`, then kernel, Python, Fast DDS, the RMW and the UDP buffer limits."""
     sysctl = []
     for name in ("rmem_default", "rmem_max"):
         try:
@@ -232,7 +224,7 @@ def host_description() -> str:
     except Exception:  # noqa: BLE001 - apt installs have no such distribution; informational
         pass
     rmw = os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp (default)")
-    return (f"host: {model}, {cores} cores, kernel {platform.release()}, Python "
+    return (f"{host_line()}, kernel {platform.release()}, Python "
             f"{platform.python_version()}, {fastdds}, {rmw}, {', '.join(sysctl)}")
 
 

@@ -44,8 +44,7 @@ from torch import Tensor, nn
 from panoptic_ros.categories import LabelSet
 from panoptic_ros.inference import resize_to_fit
 from panoptic_ros.models.efficientps import EfficientPS, EfficientPSConfig
-from panoptic_ros.models.efficientps.model import fuse_detections
-from panoptic_ros.models.fusion import to_panoptic_result
+from panoptic_ros.models.efficientps.postprocess import postprocess
 from panoptic_ros.models.preprocess import normalize_and_pad
 from panoptic_ros.result import PanopticResult
 
@@ -410,10 +409,7 @@ def panoptic_from_raw(
     label_set = LabelSet.from_dict(metadata["label_set"])
     detection = {"boxes": boxes, "scores": scores, "labels": labels, "mask_logits": masks}
     h, w = (int(v) for v in valid_size)
-    category_ids = torch.as_tensor(label_set.ids, dtype=torch.int64, device=semantic.device)
-    fused = fuse_detections(
-        semantic[0, :, :h, :w], detection, num_stuff=label_set.num_stuff,
-        category_ids=category_ids, label_divisor=config.label_divisor, fusion=config.fusion,
-    )
-    return to_panoptic_result(fused, label_set, config.label_divisor,
-                              (h, w) if output_size is None else output_size)
+    return postprocess(
+        semantic, [detection], [(h, w)], None if output_size is None else [output_size],
+        label_set=label_set, label_divisor=config.label_divisor, fusion=config.fusion,
+    )[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -11,18 +13,19 @@ from reference_fusion import reference_fusion, reference_paste
 from panoptic_ros.categories import LabelSet, synthetic
 from panoptic_ros.models.efficientps.config import FusionConfig
 from panoptic_ros.models.fusion import (
+    batched,
     box_interior,
     box_windows,
-    efficientps_fusion,
     fuse,
     greedy_overlap_filter,
-    greedy_overlap_filter_boxes,
     paste_mask_logits,
-    paste_mask_window,
     resize_index_map,
     segment_stats_torch,
     to_panoptic_result,
 )
+from panoptic_ros.models.fusion import semantic as dense_pass
+from panoptic_ros.models.fusion.overlap import claim
+from panoptic_ros.models.fusion.paste import paste_window, window_taps
 from panoptic_ros.result import PanopticResult, segment_stats
 
 LS = synthetic()  # stuff: sky 11, ground 12, wall 13, grass 14, water 15; things: person 1 ..
@@ -224,7 +227,7 @@ def test_no_stuff_classes():
     ls = LabelSet.from_coco([{"id": 1, "name": "a", "isthing": 1},
                              {"id": 2, "name": "b", "isthing": 1}])
     sem = torch.zeros((2, 4, 4))
-    out = efficientps_fusion(
+    out = fuse(
         sem, torch.full((1, 28, 28), 5.0), torch.tensor([[0.0, 0.0, 2.0, 4.0]]),
         torch.tensor([0.9]), torch.tensor([1]), num_stuff=0,
         category_ids=torch.as_tensor(ls.ids), label_divisor=DIV,
@@ -235,17 +238,20 @@ def test_no_stuff_classes():
 
 def test_bad_shapes_raise_value_error():
     with pytest.raises(ValueError, match="semantic_logits must be Tensor"):
-        efficientps_fusion(torch.zeros(4, 4), torch.zeros(0, 28, 28), torch.zeros(0, 4),
-                           torch.zeros(0), torch.zeros(0, dtype=torch.int64), num_stuff=S,
-                           category_ids=CATS, label_divisor=DIV)
+        fuse(torch.zeros(4, 4), torch.zeros(0, 28, 28), torch.zeros(0, 4), torch.zeros(0),
+             torch.zeros(0, dtype=torch.int64), num_stuff=S, category_ids=CATS, label_divisor=DIV)
     with pytest.raises(ValueError, match="category_ids"):
-        efficientps_fusion(torch.zeros(9, 4, 4), torch.zeros(0, 28, 28), torch.zeros(0, 4),
-                           torch.zeros(0), torch.zeros(0, dtype=torch.int64), num_stuff=S,
-                           category_ids=CATS[:3], label_divisor=DIV)
+        fuse(torch.zeros(9, 4, 4), torch.zeros(0, 28, 28), torch.zeros(0, 4), torch.zeros(0),
+             torch.zeros(0, dtype=torch.int64), num_stuff=S, category_ids=CATS[:3],
+             label_divisor=DIV)
     with pytest.raises(ValueError, match="strategy"):
         fuse(torch.zeros(9, 4, 4), torch.zeros(0, 28, 28), torch.zeros(0, 4),
              torch.zeros(0), torch.zeros(0, dtype=torch.int64), strategy="maskformer", num_stuff=S,
              category_ids=CATS, label_divisor=DIV)
+    with pytest.raises(ValueError, match="path"):
+        fuse(torch.zeros(9, 4, 4), torch.zeros(0, 28, 28), torch.zeros(0, 4),
+             torch.zeros(0), torch.zeros(0, dtype=torch.int64), num_stuff=S,
+             category_ids=CATS, label_divisor=DIV, path="gpu")
 
 
 # -- building blocks -----------------------------------------------------------------------
@@ -272,6 +278,23 @@ def test_paste_matches_grid_sample_reference_on_fractional_boxes():
         paste_mask_logits(masks, boxes, (24, 33)), reference_paste(masks, boxes, (24, 33)),
         atol=1e-5, rtol=1e-5,
     )
+
+
+def overlap_filter_boxes(masks, boxes, candidates, thr):
+    """The box-by-box path's filter (:func:`claim` per box window) on pasted masks."""
+    k, h, w = masks.shape
+    claimed = torch.zeros((h, w), dtype=torch.bool)
+    owner = torch.full((h, w), k, dtype=torch.int64)
+    keep = [False] * k
+    for i, window in enumerate(box_windows(boxes, (h, w))):
+        x0, y0, x1, y1 = window
+        if not candidates[i] or x1 == x0 or y1 == y0:
+            continue
+        new = claim(claimed, window, masks[i, y0:y1, x0:x1], thr, new_pixels=True)
+        if new is not False:
+            keep[i] = True
+            owner[y0:y1, x0:x1].masked_fill_(new, i)
+    return torch.tensor(keep), owner
 
 
 def _loop_overlap_filter(masks, candidates, thr):
@@ -305,8 +328,7 @@ def test_greedy_overlap_filter_equals_sequential_loop(seed):
     # The box-by-box variant, with boxes around the circles (pixel centres inside).
     boxes = torch.cat([centres.flip(1) - radii[:, None] - 0.5,
                        centres.flip(1) + radii[:, None] + 1.5], 1)
-    keep_b, owner_b = greedy_overlap_filter_boxes(masks.reshape(k, 24, 24), boxes, candidates,
-                                                  thr)
+    keep_b, owner_b = overlap_filter_boxes(masks.reshape(k, 24, 24), boxes, candidates, thr)
     assert torch.equal(keep_b, expected)
     assert torch.equal(owner_b, first.reshape(24, 24))
 
@@ -326,7 +348,10 @@ def test_resize_index_map_nearest():
     up = resize_index_map(m, (4, 6))
     assert up.tolist() == [[0, 0, 1, 1, 2, 2]] * 2 + [[3, 3, 4, 4, 5, 5]] * 2
     assert resize_index_map(up, (2, 3)).tolist() == m.tolist()
-    assert resize_index_map(m, (3, 5)).shape == (3, 5)
+    # Nearest neighbour with pixel centres: output pixel (y, x) takes source
+    # (floor((y + .5) * 2 / 3), floor((x + .5) * 3 / 5)).
+    assert resize_index_map(m, (3, 5)).tolist() == [[0, 0, 1, 2, 2], [3, 3, 4, 5, 5],
+                                                     [3, 3, 4, 5, 5]]
 
 
 # -- against the loop reference ------------------------------------------------------------
@@ -344,19 +369,15 @@ def random_case(seed: int, h: int = 37, w: int = 51, k: int = 9):
     return sem, masks, boxes, scores, labels
 
 
-@pytest.mark.parametrize("batched", [False, True], ids=["box-loop", "batched"])
+@pytest.mark.parametrize("path", ["boxes", "batched"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("seed", range(8))
-def test_fusion_equals_reference_on_random_inputs(strategy, seed, batched, monkeypatch):
-    import panoptic_ros.models.fusion as fusion
-
-    if batched:  # the overlap filter used on GPUs, here on the CPU
-        monkeypatch.setattr(fusion, "BOX_LOOP_DEVICES", ())
+def test_fusion_equals_reference_on_random_inputs(strategy, seed, path):
     sem, masks, boxes, scores, labels = random_case(seed)
     h, w = sem.shape[1:]
     kw = dict(num_stuff=S, category_ids=CATS, label_divisor=DIV, score_threshold=0.5,
               overlap_threshold=[0.5, 0.3, 0.7, 0.5][seed % 4], stuff_area=[0, 20, 60][seed % 3])
-    out = fuse(sem, masks, boxes, scores, labels, strategy=strategy, **kw)
+    out = fuse(sem, masks, boxes, scores, labels, strategy=strategy, path=path, **kw)
     pasted = paste_mask_logits(masks, boxes, (h, w))
     ids_ref, scores_ref = reference_fusion(strategy, sem, pasted, boxes, scores, labels, **kw)
     ids = out.ids.numpy()
@@ -385,13 +406,10 @@ def test_result_segments_equal_from_ids(strategy):
 
 
 def test_chunked_fusion_equals_one_pass(monkeypatch):
-    import panoptic_ros.models.fusion as fusion
-
-    monkeypatch.setattr(fusion, "BOX_LOOP_DEVICES", ())  # chunks exist on the batched path
     sem, masks, boxes, scores, labels = random_case(5, k=12)
-    kw = dict(num_stuff=S, category_ids=CATS, label_divisor=DIV)
+    kw = dict(num_stuff=S, category_ids=CATS, label_divisor=DIV, path="batched")
     one = fuse(sem, masks, boxes, scores, labels, **kw)
-    monkeypatch.setattr(fusion, "CHUNK_ELEMENTS", 3 * 37 * 51)  # chunks of 3 detections
+    monkeypatch.setattr(batched, "CHUNK_ELEMENTS", 3 * 37 * 51)  # chunks of 3 detections
     chunked = fuse(sem, masks, boxes, scores, labels, **kw)
     assert torch.equal(one.index_map, chunked.index_map)
     assert torch.equal(one.values, chunked.values)
@@ -433,15 +451,9 @@ def edge_case(seed: int, h: int = 23, w: int = 31, k: int = 14, *, negative_stuf
     return sem, masks, boxes, scores, labels
 
 
-def fuse_both_paths(monkeypatch, *args, **kw):
-    """(box-by-box output, batched output) of the same inputs on the CPU."""
-    import panoptic_ros.models.fusion as fusion
-
-    box = fuse(*args, **kw)
-    with monkeypatch.context() as m:
-        m.setattr(fusion, "BOX_LOOP_DEVICES", ())
-        batched = fuse(*args, **kw)
-    return box, batched
+def fuse_both_paths(*args, **kw):
+    """(box-by-box output, batched output) of the same inputs."""
+    return fuse(*args, path="boxes", **kw), fuse(*args, path="batched", **kw)
 
 
 def assert_same_output(a, b):
@@ -456,7 +468,7 @@ def assert_same_output(a, b):
     (4, False, 0, True), (5, True, 1, True), (6, True, S, False), (7, True, S, False),
 ])
 def test_box_path_equals_batched_path_and_reference(strategy, seed, negative_stuff, num_stuff,
-                                                    whole, monkeypatch):
+                                                    whole):
     sem, masks, boxes, scores, labels = edge_case(
         seed, negative_stuff=negative_stuff, num_stuff=num_stuff, whole_image_boxes=whole
     )
@@ -464,8 +476,8 @@ def test_box_path_equals_batched_path_and_reference(strategy, seed, negative_stu
     kw = dict(strategy=strategy, num_stuff=num_stuff, category_ids=CATS, label_divisor=DIV,
               score_threshold=0.5, overlap_threshold=[0.5, 0.3, 0.8][seed % 3],
               stuff_area=[0, 9][seed % 2])
-    box, batched = fuse_both_paths(monkeypatch, sem, masks, boxes, scores, labels, **kw)
-    assert_same_output(box, batched)
+    box, dense = fuse_both_paths(sem, masks, boxes, scores, labels, **kw)
+    assert_same_output(box, dense)
     pasted = paste_mask_logits(masks, boxes, (h, w))
     ids_ref, scores_ref = reference_fusion(strategy, sem, pasted, boxes, scores, labels,
                                            **{k: v for k, v in kw.items() if k != "strategy"})
@@ -482,7 +494,7 @@ def test_box_path_equals_batched_path_and_reference(strategy, seed, negative_stu
         assert s.score == pytest.approx(scores_ref[s.id], rel=1e-6)
 
 
-def test_all_stuff_negative_first_kept_detection_wins_outside_boxes(monkeypatch):
+def test_all_stuff_negative_first_kept_detection_wins_outside_boxes():
     # Every stuff logit is -1, so FL = 0 of a kept detection beats stuff outside its box: the
     # first kept detection (highest score) takes every pixel no box claims, the second one
     # (the only box on the left) also takes, outside its own box, what remains negative
@@ -496,16 +508,16 @@ def test_all_stuff_negative_first_kept_detection_wins_outside_boxes(monkeypatch)
     expected[:, 0:3] = 1002  # B inside its box (FL > 0)
     expected[:, 9:12] = 1002  # A's weak half: FL_A < -1 = best, then 0 of B (outside B) wins
     for strategy in ("efficientps",):
-        out, batched = fuse_both_paths(
-            monkeypatch, sem, torch.stack(masks), torch.tensor(boxes, dtype=torch.float32),
+        out, dense = fuse_both_paths(
+            sem, torch.stack(masks), torch.tensor(boxes, dtype=torch.float32),
             torch.tensor([0.9, 0.8]), torch.tensor([PERSON, PERSON]), strategy=strategy,
             num_stuff=S, category_ids=CATS, label_divisor=DIV,
         )
-        assert_same_output(out, batched)
+        assert_same_output(out, dense)
         np.testing.assert_array_equal(out.ids.numpy(), expected)
 
 
-def test_ties_go_to_the_lower_channel(monkeypatch):
+def test_ties_go_to_the_lower_channel():
     sem = torch.zeros((LS.num_classes, 4, 8))
     sem[SKY, :, :4] = 2.0
     sem[GROUND, :, :4] = 2.0  # sky and ground tie on the left: sky (lower channel)
@@ -524,34 +536,32 @@ def test_ties_go_to_the_lower_channel(monkeypatch):
     sem = semantic(4, 8, SKY)
     args = (sem, torch.stack([box_mask(), box_mask()]), torch.tensor([[0.0, 0, 8, 4]] * 2),
             torch.tensor([0.6, 0.7]), torch.tensor([CAR, PERSON]))
-    out, batched = fuse_both_paths(monkeypatch, *args, num_stuff=S, category_ids=CATS,
+    out, dense = fuse_both_paths(*args, num_stuff=S, category_ids=CATS,
                                    label_divisor=DIV, overlap_threshold=1.0)
-    assert_same_output(out, batched)
+    assert_same_output(out, dense)
     assert (out.ids.numpy() == 1001).all()
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_no_kept_detection(strategy, monkeypatch):
+def test_no_kept_detection(strategy):
     sem, masks, boxes, scores, labels = edge_case(9)
     kw = dict(strategy=strategy, num_stuff=S, category_ids=CATS, label_divisor=DIV)
     plain = fuse(sem, masks[:0], boxes[:0], scores[:0], labels[:0], **kw)
     for inputs in ((masks, boxes, scores * 0.1, labels),  # all below the score threshold
                    (torch.full_like(masks, -1.0), boxes, scores + 1, labels)):  # all empty
-        box, batched = fuse_both_paths(monkeypatch, sem, *inputs, **kw)
-        assert_same_output(box, batched)
+        box, dense = fuse_both_paths(sem, *inputs, **kw)
+        assert_same_output(box, dense)
         assert torch.equal(box.ids, plain.ids)
         assert torch.equal(box.scores[:1 + S], plain.scores)
 
 
 @pytest.mark.parametrize("elements", [1, 3 * 31, 1 << 30])
 def test_semantic_pass_blocks_do_not_change_the_result(elements, monkeypatch):
-    import panoptic_ros.models.fusion as fusion
-
     sem, masks, boxes, scores, labels = edge_case(2, negative_stuff=True)
     kw = dict(num_stuff=S, category_ids=CATS, label_divisor=DIV, stuff_area=9)
     one = fuse(sem, masks, boxes, scores, labels, **kw)
     # 1: one row per block; 3 rows (a partial last block); one block for the image.
-    monkeypatch.setitem(fusion.BLOCK_ELEMENTS, "cpu", elements * LS.num_classes)
+    monkeypatch.setitem(dense_pass.BLOCK_ELEMENTS, "cpu", elements * LS.num_classes)
     blocked = fuse(sem, masks, boxes, scores, labels, **kw)
     assert torch.equal(one.index_map, blocked.index_map)
     assert torch.equal(one.values, blocked.values)
@@ -588,5 +598,30 @@ def test_paste_window_equals_full_paste_exactly():
         assert torch.equal(inside, rows[k, :, None] & cols[k, None, :])  # windows = interiors
         assert not full[k][~inside].any()
         if x1 > x0 and y1 > y0:
-            assert torch.equal(paste_mask_window(masks[k], boxes[k], (x0, y0, x1, y1)),
-                               full[k, y0:y1, x0:x1])
+            window = [(x0, y0, x1, y1)]
+            along_y, along_x = (window_taps(boxes[k:k + 1], window, 28, a)[0] for a in (0, 1))
+            assert torch.equal(paste_window(masks[k], along_y, along_x), full[k, y0:y1, x0:x1])
+
+
+@pytest.mark.parametrize("chunk", [1, 4 * 31, 1 << 30])
+def test_semantic_pass_chunks_do_not_change_the_result(chunk, monkeypatch):
+    sem, masks, boxes, scores, labels = edge_case(3, negative_stuff=True)
+    kw = dict(num_stuff=S, category_ids=CATS, label_divisor=DIV, stuff_area=9)
+    one = fuse(sem, masks, boxes, scores, labels, **kw)
+    monkeypatch.setitem(dense_pass.BLOCK_ELEMENTS, "cpu", 2 * 31 * LS.num_classes)  # 2 rows
+    monkeypatch.setitem(dense_pass.CHUNK_PIXELS, "cpu", chunk)  # 1 block, 2 blocks, the image
+    chunked = fuse(sem, masks, boxes, scores, labels, **kw)
+    assert torch.equal(one.index_map, chunked.index_map)
+    assert torch.equal(one.values, chunked.values)
+    torch.testing.assert_close(one.scores, chunked.scores, rtol=1e-6, atol=0)
+
+
+def test_signed_zero_logits_tie_like_equal_ones():
+    # -0.0 == +0.0: a tie, which goes to the lower channel whichever zero each one holds.
+    s, c = 3, 5
+    for values in itertools.product([-0.0, 0.0, -1.0], repeat=c):
+        sem = torch.tensor(values).view(c, 1, 1).expand(c, 2, 40).contiguous()
+        index_map = torch.zeros((2, 40), dtype=torch.int32)
+        dense_pass.semantic_pass(sem, index_map, s, 1 + s)
+        first = sem.argmax(0)  # the first maximal channel
+        assert torch.equal(index_map, torch.where(first < s, first + 1, 0).int()), values

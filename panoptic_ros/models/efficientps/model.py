@@ -1,11 +1,18 @@
 """The EfficientPS network: EfficientNet + two-way FPN + semantic head + Mask R-CNN heads.
 
-``model.train()``: ``model(images, targets)`` returns the loss dict. ``model.eval()``:
-``model(images)`` returns one :class:`~panoptic_ros.result.PanopticResult` per image;
-:meth:`EfficientPS.predict` returns the device-side fusion outputs instead.
+A frame's path, in torchvision's ``GeneralizedRCNN`` order:
 
-Images are RGB in 0..255 (uint8 or float); the model normalises and pads them itself, so a
-checkpoint carries its own normalisation.
+1. transform: :func:`~panoptic_ros.models.preprocess.normalize_and_pad`, RGB 0..255 to a
+   normalised batch padded to ``size_divisibility`` (the Predictor's own step;
+   :meth:`EfficientPS.preprocess` applies it to the raw images given to ``model(...)``, so a
+   checkpoint carries its own normalisation);
+2. backbone, FPN and heads: :meth:`EfficientPS.network`, semantic logits and detections;
+3. postprocess: :func:`~panoptic_ros.models.efficientps.postprocess.postprocess`, the fusion and
+   one :class:`~panoptic_ros.result.PanopticResult` per image.
+
+:meth:`EfficientPS.predict` (the backend interface the Predictor calls) is steps 2 and 3;
+``model(images)`` in eval mode is all three; ``model(images, targets)`` in training mode
+returns the loss dict.
 
 Training targets, one dict per image, at the image's own (unpadded) size ``h x w``:
 
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -42,10 +49,10 @@ from panoptic_ros.models.efficientps.config import (
 from panoptic_ros.models.efficientps.fpn import TwoWayFPN
 from panoptic_ros.models.efficientps.instance_head import PanopticRoIHeads, SeparableMaskHead
 from panoptic_ros.models.efficientps.layers import activation_factory, norm_factory
+from panoptic_ros.models.efficientps.postprocess import postprocess
 from panoptic_ros.models.efficientps.semantic_head import SemanticHead
-from panoptic_ros.models.fusion import FusionOutput, fuse, to_panoptic_result
 from panoptic_ros.models.live_params import check_values
-from panoptic_ros.models.preprocess import normalize_and_pad
+from panoptic_ros.models.preprocess import check_batch, normalize_and_pad
 from panoptic_ros.result import PanopticResult
 
 LEVELS = ("0", "1", "2", "3")
@@ -153,12 +160,6 @@ class EfficientPS(nn.Module):
             ),
         )
         self.register_buffer(
-            "pixel_mean", torch.tensor(config.pixel_mean).view(1, 3, 1, 1), persistent=False
-        )
-        self.register_buffer(
-            "pixel_std", torch.tensor(config.pixel_std).view(1, 3, 1, 1), persistent=False
-        )
-        self.register_buffer(
             "category_ids", torch.as_tensor(label_set.ids, dtype=torch.int64), persistent=False
         )
         self._dense_impl = self._dense
@@ -182,7 +183,7 @@ class EfficientPS(nn.Module):
     @property
     def device(self) -> torch.device:
         """Device of the parameters."""
-        return self.pixel_mean.device
+        return self.category_ids.device
 
     # -- backend interface (shared with the other backends, used by the Predictor) -----------
     def preprocess_spec(self) -> dict[str, Any]:
@@ -212,7 +213,10 @@ class EfficientPS(nn.Module):
     def preprocess(
         self, images: ImageInput, image_sizes: Sequence[tuple[int, int]] | None = None
     ) -> tuple[Tensor, list[tuple[int, int]]]:
-        """Normalise and pad raw images into a batch.
+        """Normalise and pad raw images into a batch, as the Predictor does.
+
+        The same :func:`~panoptic_ros.models.preprocess.normalize_and_pad` with
+        :meth:`preprocess_spec`, for images given to the model itself (training, evaluation).
 
         Args:
             images: Tensor[B, 3, H, W] or a list of Tensor[3, H_i, W_i]; RGB 0..255, uint8 or
@@ -312,39 +316,18 @@ class EfficientPS(nn.Module):
         Returns:
             one :class:`PanopticResult` per image at its output size.
         """
-        outputs = self.predict_fusion(images, image_sizes)
-        if output_sizes is None:
-            output_sizes = [None] * len(outputs)
-        if len(output_sizes) != len(outputs):
-            raise ValueError(f"{len(outputs)} images but {len(output_sizes)} output_sizes")
-        return [
-            to_panoptic_result(out, self.label_set, self.label_divisor, size)
-            for out, size in zip(outputs, output_sizes)
-        ]
-
-    def predict_fusion(
-        self,
-        images: Tensor,
-        image_sizes: Sequence[Sequence[int]],
-        fusion: FusionConfig | None = None,
-    ) -> list[FusionOutput]:
-        """Network + fusion of a normalised, padded batch; outputs stay on the device.
-
-        Args:
-            images: as :meth:`predict`.
-            image_sizes: as :meth:`predict`.
-            fusion: fusion settings (default: :attr:`fusion_config`).
-
-        Returns:
-            one :class:`FusionOutput` per image at its valid size.
-        """
-        semantic, detections = self.network(images, image_sizes)
-        return self.fuse_outputs(semantic, detections, image_sizes, fusion)
+        sizes = check_batch(images, image_sizes, output_sizes)
+        semantic, detections = self.network(images, sizes)
+        return postprocess(
+            semantic, detections, sizes, output_sizes, label_set=self.label_set,
+            label_divisor=self.label_divisor, fusion=self.fusion_config,
+            category_ids=self.category_ids,
+        )
 
     def network(
         self, images: Tensor, image_sizes: Sequence[Sequence[int]]
     ) -> tuple[Tensor, list[dict[str, Tensor]]]:
-        """The network without the fusion (what :mod:`panoptic_ros.export` exports).
+        """Backbone, FPN and heads, without the fusion (what :mod:`panoptic_ros.export` exports).
 
         Args:
             images: as :meth:`predict`.
@@ -355,36 +338,12 @@ class EfficientPS(nn.Module):
             Tensor[K, 4] float ``(x0, y0, x1, y1)``, ``scores`` Tensor[K] (descending),
             ``labels`` Tensor[K] int64 in ``1..num_things``, ``mask_logits`` Tensor[K, 28, 28].
         """
-        sizes = _check_sizes(images, image_sizes)
+        sizes = check_batch(images, image_sizes)
         feats, semantic = self.dense(images)
         feat_dict = dict(zip(LEVELS, feats))
         proposals, _ = self.rpn(ImageList(images, sizes), feat_dict)
         detections, _ = self.roi_heads(feat_dict, proposals, sizes)
         return semantic, detections
-
-    def fuse_outputs(
-        self,
-        semantic: Tensor,
-        detections: Sequence[dict[str, Tensor]],
-        image_sizes: Sequence[Sequence[int]],
-        fusion: FusionConfig | None = None,
-    ) -> list[FusionOutput]:
-        """:func:`fuse_detections` of each image of a :meth:`network` output.
-
-        Args:
-            semantic: Tensor[B, C, H_p, W_p] semantic logits.
-            detections: one detection dict per image (see :meth:`network`).
-            image_sizes: ``(h, w)`` per image, its valid region.
-            fusion: fusion settings (default: :attr:`fusion_config`).
-        """
-        fusion = fusion or self.fusion_config
-        return [
-            fuse_detections(
-                semantic[i, :, :h, :w], detections[i], num_stuff=self.num_stuff,
-                category_ids=self.category_ids, label_divisor=self.label_divisor, fusion=fusion,
-            )
-            for i, (h, w) in enumerate((int(h), int(w)) for h, w in image_sizes)
-        ]
 
     def losses(
         self,
@@ -396,7 +355,7 @@ class EfficientPS(nn.Module):
 
         Targets may be at the image's valid size or padded beyond it (cropped here).
         """
-        sizes = _check_sizes(images, image_sizes)
+        sizes = check_batch(images, image_sizes)
         targets = self._check_targets(targets, sizes)
         feats, semantic = self.dense(images)
         semantic_target = torch.full(
@@ -457,59 +416,3 @@ class EfficientPS(nn.Module):
             out.append({"semantic": semantic[:h, :w], "boxes": boxes, "labels": labels,
                         "masks": masks[:, :h, :w]})
         return out
-
-
-def fuse_detections(
-    semantic_logits: Tensor,
-    detection: Mapping[str, Tensor],
-    *,
-    num_stuff: int,
-    category_ids: Tensor,
-    label_divisor: int,
-    fusion: FusionConfig,
-) -> FusionOutput:
-    """EfficientPS's panoptic fusion of one image's raw network outputs, in float32.
-
-    Args:
-        semantic_logits: Tensor[C, h, w] (any float dtype), cropped to the image's valid size.
-        detection: ``boxes`` Tensor[K, 4], ``scores`` Tensor[K], ``labels`` Tensor[K] int64
-            in ``1..num_things`` (detection classes) and ``mask_logits`` Tensor[K, M, M].
-        num_stuff: stuff classes (the first semantic channels).
-        category_ids: Tensor[C] int64 dataset id of each training index.
-        label_divisor: ``id = category_id * label_divisor + instance``.
-        fusion: the fusion settings.
-
-    Returns:
-        :class:`FusionOutput` on the inputs' device.
-    """
-    h, w = semantic_logits.shape[-2:]
-    with torch.autocast(semantic_logits.device.type, enabled=False):
-        return fuse(
-            semantic_logits.float(),
-            detection["mask_logits"].float(),
-            detection["boxes"].float(),
-            detection["scores"].float(),
-            detection["labels"] + (num_stuff - 1),  # detection class -> training index
-            strategy=fusion.strategy,
-            num_stuff=num_stuff,
-            category_ids=category_ids,
-            label_divisor=label_divisor,
-            score_threshold=fusion.score_threshold,
-            overlap_threshold=fusion.overlap_threshold,
-            stuff_area=fusion.stuff_area_at(h, w),
-        )
-
-
-def _check_sizes(images: Tensor, image_sizes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be Tensor[B, 3, H, W], got {tuple(images.shape)}")
-    batch, _, pad_h, pad_w = images.shape
-    if len(image_sizes) != batch:
-        raise ValueError(f"expected {batch} image sizes, got {len(image_sizes)}")
-    if torch.jit.is_tracing():  # sizes may be graph inputs (0-dim tensors): keep them so
-        return [(h, w) for h, w in image_sizes]
-    sizes = [(int(h), int(w)) for h, w in image_sizes]
-    for h, w in sizes:
-        if not (0 < h <= pad_h and 0 < w <= pad_w):
-            raise ValueError(f"image size {(h, w)} does not fit the padded input {(pad_h, pad_w)}")
-    return sizes
