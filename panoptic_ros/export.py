@@ -113,18 +113,20 @@ class RawOutputs(nn.Module):
     """The exported module: one normalised image in, the network's raw outputs out.
 
     Args:
-        model: the network (not modified: a float32 CPU copy is taken).
+        model: the network (not modified: a float32 copy is taken, on ``device``).
         input_size: ``(H, W)`` of the graph input, multiples of ``size_divisibility``.
         traceable_norms: replace GroupNorm by :class:`TraceableGroupNorm` (ONNX).
+        device: where the copy runs (and a trace is made: a TorchScript trace records it).
     """
 
     def __init__(
-        self, model: EfficientPS, input_size: Sequence[int], *, traceable_norms: bool = False
+        self, model: EfficientPS, input_size: Sequence[int], *, traceable_norms: bool = False,
+        device: str | torch.device = "cpu",
     ) -> None:
         super().__init__()
-        model = copy.deepcopy(model).float().cpu().eval()
+        model = copy.deepcopy(model).float().to(device).eval()
         model = model.to(memory_format=torch.contiguous_format)
-        model._dense_impl = model._dense  # not a compiled copy
+        model._compiled_dense = None  # trace the eager dense part, not a compiled copy
         if traceable_norms:
             _replace_group_norms(model)
         self.model = model
@@ -146,7 +148,9 @@ class RawOutputs(nn.Module):
 
     def example_inputs(self) -> tuple[Tensor, Tensor]:
         """A mid-grey image filling the input: the trace needs data through every branch."""
-        return torch.zeros(1, 3, *self.input_size), torch.tensor(self.input_size)
+        device = self.model.device
+        return (torch.zeros(1, 3, *self.input_size, device=device),
+                torch.tensor(self.input_size, device=device))
 
 
 def check_input_size(size: Sequence[int], divisibility: int) -> tuple[int, int]:
@@ -316,21 +320,45 @@ def fold_constants(path: str | Path, output: str | Path | None = None) -> Path:
     return output
 
 
-def export_torchscript(model: EfficientPS, path: str | Path, input_size: Sequence[int]) -> Path:
+def export_torchscript(
+    model: EfficientPS, path: str | Path, input_size: Sequence[int],
+    device: str | torch.device = "cpu",
+) -> Path:
     """Write the network as a traced TorchScript module (same outputs as the ONNX graph).
 
-    Load it with ``torch.jit.load(path)``; it runs on the CPU or, moved with ``.to("cuda")``,
-    on a GPU.
+    A trace records the device it ran on: torchvision's anchor generator, RPN and RoI code
+    create tensors with ``device=`` their input's device, and the trace keeps those as
+    constants, so a CPU trace moved with ``.to("cuda")`` mixes devices. Trace on the device
+    it will run on (``device="cuda"``, ``panoptic-ros export --device cuda``); the metadata
+    records it and :func:`load_torchscript` refuses another device with that advice.
     """
-    module = RawOutputs(model, input_size)
+    module = RawOutputs(model, input_size, device=device)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = json.dumps(export_metadata(model, module.input_size, "torchscript"))
+    meta = export_metadata(model, module.input_size, "torchscript")
+    meta["device"] = torch.device(device).type
+    meta = json.dumps(meta)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes; torch.jit itself is deprecated
         traced = torch.jit.trace(module, module.example_inputs(), check_trace=False)
         torch.jit.save(traced, str(path), _extra_files={f"{METADATA_KEY}.json": meta})
     return path
+
+
+def load_torchscript(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load a TorchScript export onto ``device``, which must be the kind it was traced on.
+
+    Raises:
+        ValueError: the file was traced on another kind of device (the message says how to
+            re-export it).
+    """
+    device = torch.device(device)
+    traced_on = read_metadata(path).get("device", "cpu")
+    if traced_on != device.type:
+        raise ValueError(
+            f"{path} was traced on {traced_on}; a trace keeps that device in its constants, "
+            f"so it cannot run on {device.type}: export it again with --device {device.type}")
+    return torch.jit.load(str(path), map_location=device)
 
 
 def export_model(
@@ -340,17 +368,18 @@ def export_model(
     input_size: Sequence[int],
     opset: int = DEFAULT_OPSET,
     fold: bool = False,
+    device: str | torch.device = "cpu",
 ) -> Path:
     """Write ``model`` in format ``fmt`` (one of :data:`FORMATS`).
 
-    ``onnx``: :func:`export_onnx`, then :func:`fold_constants` when ``fold``;
-    ``torchscript``: :func:`export_torchscript`.
+    ``onnx``: :func:`export_onnx` (device-independent), then :func:`fold_constants` when
+    ``fold``; ``torchscript``: :func:`export_torchscript` traced on ``device``.
     """
     if fmt == "onnx":
         path = export_onnx(model, path, input_size, opset)
         return fold_constants(path) if fold else path
     if fmt == "torchscript":
-        return export_torchscript(model, path, input_size)
+        return export_torchscript(model, path, input_size, device)
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
 
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -203,6 +204,19 @@ def autocast_dtype(
     return dtype
 
 
+def cudnn_autotuning(device: torch.device):
+    """CuDNN autotuning (``benchmark``) for the calls inside, on CUDA only.
+
+    Scoped rather than set process-wide, so a node sharing its process with other code (or a
+    test) does not change that code's behaviour; the other cuDNN flags are kept as they are.
+    """
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=True,
+                       deterministic=cudnn.deterministic, allow_tf32=cudnn.allow_tf32)
+
+
 def fit_size(
     height: int, width: int, input_size: InputSize, max_pixels: int | None = None
 ) -> tuple[int, int]:
@@ -339,8 +353,8 @@ class Predictor:
         self.model = self.model.to(self.device).eval()
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        if self.device.type == "cuda" and hasattr(self.model, "roi_heads"):
+            self.model.roi_heads.bucket_detections = True  # few shapes for cuDNN to tune
         if config.compile:
             if hasattr(self.model, "compile_dense"):
                 self.model.compile_dense(backend=config.compile_backend)
@@ -462,7 +476,7 @@ class Predictor:
             torch.autocast(self.device.type, dtype=self.autocast_dtype)
             if self.autocast_dtype is not None else contextlib.nullcontext()
         )
-        with autocast:
+        with autocast, cudnn_autotuning(self.device):
             results = self.model.predict(batch, sizes, out_sizes)
         for result, size in zip(results, out_sizes, strict=True):
             if result.ids.shape != size:  # the promise every caller relies on
@@ -492,7 +506,17 @@ class Predictor:
             staging.copy_(image)
         return staging.to(self.device, non_blocking=True)
 
-    def warmup(self, height: int = 256, width: int = 320) -> None:
-        """Run one black frame (cudnn autotuning, compile) before timing-sensitive use."""
-        self.predict(np.zeros((height, width, 3), np.uint8))
+    def warmup(self, height: int = 256, width: int = 320, frames: int = 2) -> None:
+        """Run a few scenes of the camera's size (cuDNN autotuning, compile) before use.
+
+        Synthetic scenes with things in them, not a black frame: the detection heads and the
+        fusion run too, at the size the camera will send.
+        """
+        from panoptic_ros.data.synthetic import SceneConfig, generate_scene, scene_rng
+
+        config = SceneConfig(height=max(32, height), width=max(32, width), min_things=2)
+        for k in range(frames):
+            image = generate_scene(scene_rng(0, k), config).image
+            self.predict(cv2.resize(image, (width, height)) if image.shape[:2] != (
+                height, width) else image)
 

@@ -21,6 +21,7 @@ from panoptic_ros.export import (
     TraceableGroupNorm,
     export_onnx,
     export_torchscript,
+    load_torchscript,
     model_input_size,
     panoptic_from_raw,
     prepare_image,
@@ -161,6 +162,20 @@ def test_torchscript_round_trip(model, checkpoint, torchscript_file):
             torch.testing.assert_close(g, w, atol=1e-6, rtol=0)
         check_same(panoptic_from_raw(got, meta, valid.tolist(), frame.shape[:2]),
                    predictor(frame))
+
+
+def test_torchscript_records_its_device_and_refuses_another(torchscript_file):
+    """GPU readiness 2: a CPU trace keeps CPU device constants (torchvision's anchors, RPN and
+    RoI code), so it cannot simply be moved to a GPU; the file says where it was traced and
+    the loader refuses another device with the way out (export with --device cuda)."""
+    assert read_metadata(torchscript_file)["device"] == "cpu"
+    with pytest.warns(FutureWarning):
+        graph = str(torch.jit.load(str(torchscript_file)).inlined_graph)
+    assert 'value="cpu"' in graph  # the finding: device constants baked into the trace
+    with pytest.raises(ValueError, match="traced on cpu.*--device cuda"):
+        load_torchscript(torchscript_file, "cuda")
+    with pytest.warns(FutureWarning):
+        assert load_torchscript(torchscript_file, "cpu") is not None
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript-based exporter

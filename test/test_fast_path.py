@@ -81,6 +81,52 @@ def test_bf16_on_cpu_runs_the_network_in_bf16_at_exact_size(checkpoint):
     assert head.outputs[0].dtype == torch.float32
 
 
+def test_box_geometry_runs_in_fp32_under_autocast(checkpoint):
+    """GPU readiness 6: only the dense network runs in bf16/fp16; anchors, proposals, boxes and
+    mask logits stay fp32 (bf16 would snap coordinates between 1024 and 2048 px to 8 px)."""
+    predictor = Predictor(weights=str(checkpoint), device="cpu", precision="bf16")
+    heads = Recorder(predictor.model.roi_heads)
+    mask_head = Recorder(predictor.model.roi_heads.mask_head)
+    dense = Recorder(predictor.model.semantic_head)
+    predictor(rgb(61, 83, 8))
+    for r in (heads, mask_head, dense):
+        r.close()
+    assert dense.outputs[0].dtype == torch.bfloat16
+    detections = heads.outputs[0][0]
+    assert detections and all(d["boxes"].dtype == torch.float32 for d in detections)
+    assert all(d["mask_logits"].dtype == torch.float32 for d in detections)
+    assert mask_head.inputs[0].dtype == torch.float32
+
+
+def test_mask_head_sees_few_shapes_with_bucketing(checkpoint):
+    """GPU readiness 7: with cuDNN autotuning every new detection count K is a new shape to
+    tune; bucketing pads the mask head's batch to powers of two, results unchanged."""
+    from panoptic_ros.inference import cudnn_autotuning
+    from panoptic_ros.models.efficientps.instance_head import bucket_size
+
+    assert [bucket_size(k) for k in (0, 1, 2, 3, 5, 8, 9, 100)] == [1, 1, 2, 4, 8, 8, 16, 128]
+    plain = Predictor(weights=str(checkpoint), device="cpu")
+    bucketed = Predictor(weights=str(checkpoint), device="cpu")
+    bucketed.model.roi_heads.bucket_detections = True
+    hook = Recorder(bucketed.model.roi_heads.mask_head)
+    for seed in range(8):
+        for k in (1, 2, 3, 5, 6):
+            bucketed.model.roi_heads.detections_per_img = k
+            plain.model.roi_heads.detections_per_img = k
+            image = rgb(64, 80, seed)
+            got, want = bucketed(image), plain(image)
+            np.testing.assert_array_equal(got.ids, want.ids)
+            assert got.segments == want.segments
+    hook.close()
+    shapes = {tuple(x.shape) for x in hook.inputs}
+    assert {s[0] for s in shapes} <= {1, 2, 4, 8} and len(shapes) <= 4
+    # Autotuning is scoped to the calls (on CUDA), never switched on for the whole process.
+    before = torch.backends.cudnn.benchmark
+    with cudnn_autotuning(torch.device("cuda")):
+        assert torch.backends.cudnn.benchmark is True
+    assert torch.backends.cudnn.benchmark == before
+
+
 # -- channels-last -----------------------------------------------------------------------
 def test_channels_last_network_input_and_weights(checkpoint):
     image = rgb(70, 90, 9)
@@ -128,8 +174,7 @@ def test_compile_flag_compiles_the_dense_part(checkpoint):
     compiled = Predictor(weights=str(checkpoint), device="cpu", compile=True,
                          compile_backend="eager")
     model = compiled.model
-    assert model._dense_impl is not model._dense
-    assert getattr(model._dense_impl, "_torchdynamo_orig_callable", None) == model._dense
+    assert getattr(model._compiled_dense, "_torchdynamo_orig_callable", None) == model._dense
     image = rgb(64, 96, 12)
     result = compiled(image)
     assert counters["stats"]["unique_graphs"] >= 1  # dynamo captured the network

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the demo model); images are fitted into it and padded")
     parser.add_argument("--opset", type=int, default=17,
                         help="ONNX opset, 11..20 (default 17)")
+    parser.add_argument("--device", default="cpu",
+                        help="torchscript: the device to trace on, which is the device it will "
+                             "run on (cpu, cuda, cuda:N); a trace keeps its device")
     parser.add_argument("--fold-constants", action="store_true",
                         help="ONNX: fold the shape computations (onnxruntime), as TensorRT's "
                              "parser wants them")
@@ -37,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the checkpoint, export, print what was written."""
     from panoptic_ros.commands.infer import parse_input_size
+    from panoptic_ros.devices import parse_device
     from panoptic_ros.export import FORMATS, OPSETS, export_model, model_input_size
     from panoptic_ros.inference import Predictor
 
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                             ) from None
     try:
         path = export_model(model, args.output, args.format, tuple(size), args.opset,
-                            fold=args.fold_constants)
+                            fold=args.fold_constants, device=parse_device(args.device))
     except ValueError as err:
         if source != "--input-size":
             raise UserError(f"{err} (the input size is {source}; give --input-size HxW)"

@@ -46,6 +46,11 @@ class SeparableMaskHead(nn.Sequential):
         )
 
 
+def bucket_size(k: int) -> int:
+    """The mask head's batch for ``k`` detections when bucketing: the next power of two."""
+    return 1 if k <= 1 else 1 << (k - 1).bit_length()
+
+
 class PanopticRoIHeads(RoIHeads):
     """``RoIHeads`` whose inference keeps mask logits.
 
@@ -113,9 +118,10 @@ class PanopticRoIHeads(RoIHeads):
         boxes, scores, labels = self.postprocess_detections(
             class_logits, box_regression, proposals, image_shapes
         )
-        mask_logits = self.mask_head(self.mask_roi_pool(features, boxes, image_shapes))
+        mask_logits = self._mask_logits(features, boxes, image_shapes)
         flat_labels = torch.cat(labels)
-        index = torch.arange(flat_labels.shape[0], device=flat_labels.device)  # traceable count
+        # 0..K-1 derived from the data, not torch.arange(device=...): a trace keeps no device.
+        index = torch.ones_like(flat_labels).cumsum(0) - 1
         own = mask_logits[index, flat_labels]
         per_image = own.split([b.shape[0] for b in boxes])
         detections = [
@@ -123,3 +129,20 @@ class PanopticRoIHeads(RoIHeads):
             for b, s, lab, m in zip(boxes, scores, labels, per_image)
         ]
         return detections, {}
+
+    bucket_detections = False
+    """Pad the mask head's batch to a power of two (:func:`bucket_size`): with cuDNN autotuning
+    on a GPU every new detection count K would be tuned afresh (a slow frame each time); with
+    buckets there are at most 8 shapes up to 100 detections. The Predictor turns it on for
+    CUDA; results are identical (the padding rows are dropped)."""
+
+    def _mask_logits(
+        self, features: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
+    ) -> Tensor:
+        """Mask logits Tensor[K, classes, 28, 28] of the detections' boxes."""
+        k = sum(int(b.shape[0]) for b in boxes)
+        if not self.bucket_detections or torch.jit.is_tracing() or k == 0:
+            return self.mask_head(self.mask_roi_pool(features, boxes, image_shapes))
+        pad = bucket_size(k) - k
+        padded = [*boxes[:-1], torch.cat([boxes[-1], boxes[-1].new_zeros((pad, 4))])]
+        return self.mask_head(self.mask_roi_pool(features, padded, image_shapes))[:k]

@@ -84,6 +84,11 @@ def ohem_cross_entropy(
     return (ranked * selected).sum() / keep.sum().clamp(min=1)
 
 
+def full_precision(device: torch.device):
+    """A context in which autocast is off on ``device`` (fp32 box geometry and fusion)."""
+    return torch.autocast(device.type, enabled=False)
+
+
 class EfficientPS(nn.Module):
     """EfficientPS panoptic segmentation network.
 
@@ -162,7 +167,7 @@ class EfficientPS(nn.Module):
         self.register_buffer(
             "category_ids", torch.as_tensor(label_set.ids, dtype=torch.int64), persistent=False
         )
-        self._dense_impl = self._dense
+        self._compiled_dense = None  # torch.compile of _dense (compile_dense), else eager
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -263,11 +268,17 @@ class EfficientPS(nn.Module):
         Returns:
             FPN maps (strides 4..32) and semantic logits Tensor[B, C, H, W].
         """
-        return self._dense_impl(x)
+        if self._compiled_dense is not None:
+            return self._compiled_dense(x)
+        return self._dense(x)
 
     def compile_dense(self, **kwargs: Any) -> None:
-        """``torch.compile`` the dense part (backbone, FPN, semantic head) in place."""
-        self._dense_impl = torch.compile(self._dense, **kwargs)
+        """``torch.compile`` the dense part (backbone, FPN, semantic head) in place.
+
+        The compiled function refers to this module (a reference cycle): releasing a compiled
+        model needs a garbage collection, which :meth:`Predictor.release` runs.
+        """
+        self._compiled_dense = torch.compile(self._dense, **kwargs)
 
     # -- forward ---------------------------------------------------------------------------
     def forward(
@@ -318,11 +329,12 @@ class EfficientPS(nn.Module):
         """
         sizes = check_batch(images, image_sizes, output_sizes)
         semantic, detections = self.network(images, sizes)
-        return postprocess(
-            semantic, detections, sizes, output_sizes, label_set=self.label_set,
-            label_divisor=self.label_divisor, fusion=self.fusion_config,
-            category_ids=self.category_ids,
-        )
+        with full_precision(images.device):
+            return postprocess(
+                semantic.float(), detections, sizes, output_sizes, label_set=self.label_set,
+                label_divisor=self.label_divisor, fusion=self.fusion_config,
+                category_ids=self.category_ids,
+            )
 
     def network(
         self, images: Tensor, image_sizes: Sequence[Sequence[int]]
@@ -339,10 +351,13 @@ class EfficientPS(nn.Module):
             ``labels`` Tensor[K] int64 in ``1..num_things``, ``mask_logits`` Tensor[K, 28, 28].
         """
         sizes = check_batch(images, image_sizes)
-        feats, semantic = self.dense(images)
-        feat_dict = dict(zip(LEVELS, feats))
-        proposals, _ = self.rpn(ImageList(images, sizes), feat_dict)
-        detections, _ = self.roi_heads(feat_dict, proposals, sizes)
+        feats, semantic = self.dense(images)  # under the caller's autocast, if any
+        # Box geometry in fp32 whatever the caller's autocast: anchors, proposals, boxes and
+        # mask logits in bf16 would snap coordinates between 1024 and 2048 px to 8 px steps.
+        with full_precision(images.device):
+            feat_dict = {level: f.float() for level, f in zip(LEVELS, feats)}
+            proposals, _ = self.rpn(ImageList(images.float(), sizes), feat_dict)
+            detections, _ = self.roi_heads(feat_dict, proposals, sizes)
         return semantic, detections
 
     def losses(
