@@ -8,7 +8,7 @@ the semantic map, the instance map and the per-class counts are derived from the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -212,6 +212,25 @@ class PanopticResult:
         """A copy whose segments take their scores from ``scores`` (segment id -> score)."""
         segs = [replace(s, score=float(scores.get(s.id, s.score))) for s in self.segments]
         return PanopticResult(self.ids, segs, self.label_divisor)
+
+    def keep_categories(self, keep: Iterable[int]) -> PanopticResult:
+        """Only the segments of the categories in ``keep``; every other pixel becomes void.
+
+        Args:
+            keep: dataset category ids to keep.
+
+        Returns:
+            A new result (``ids`` copied) whose pixels of other categories are :data:`VOID`;
+            the kept segments are unchanged (same ids, areas, boxes, scores).
+        """
+        keep_ids = np.fromiter((int(k) for k in keep), dtype=np.int64)
+        divisor = self.label_divisor
+        top = max(int(keep_ids.max(initial=0)), int(self.ids.max(initial=0)) // divisor)
+        lut = np.zeros(top + 1, dtype=bool)
+        lut[keep_ids[keep_ids > 0]] = True
+        ids = np.where(lut[self.ids // divisor], self.ids, VOID).astype(np.int32, copy=False)
+        segments = [s for s in self.segments if lut[s.category_id]]
+        return replace(self, ids=ids, segments=segments)
 
     # -- COCO panoptic --------------------------------------------------------------------
     def to_coco(self) -> tuple[np.ndarray, list[dict]]:

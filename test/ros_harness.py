@@ -26,7 +26,12 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from panoptic_ros.msg import InstanceCounts, PanopticSegmentation
 from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters
+from rcl_interfaces.srv import (
+    DescribeParameters,
+    GetParameters,
+    SetParameters,
+    SetParametersAtomically,
+)
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
@@ -247,6 +252,13 @@ class Graph:
         req = SetParameters.Request(
             parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
         return self.call(SetParameters, NODE + "/set_parameters", req).results
+
+    def set_params_atomically(self, **values):
+        """Set ``values`` in one ``set_parameters_atomically`` call: all applied or none."""
+        req = SetParametersAtomically.Request(
+            parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        return self.call(SetParametersAtomically, NODE + "/set_parameters_atomically",
+                         req).result
 
     def describe(self, *names: str) -> list:
         r"""``ParameterDescriptor``\ s of the node's parameters (``[]`` if one is undeclared)."""

@@ -22,7 +22,6 @@ from panoptic_ros.ros.diagnostics import (
 )
 from panoptic_ros.ros.messages import (
     categories_msg,
-    filter_categories,
     frame_key,
     instance_counts_msg,
     instances_msg,
@@ -122,9 +121,9 @@ def test_rgb_msg():
     np.testing.assert_array_equal(image_to_array(msg), rgb)
 
 
-def test_filter_categories_voids_the_rest():
+def test_keep_categories_voids_the_rest():
     result = PanopticResult.from_ids(scene(), LS)
-    kept = filter_categories(result, [1, 11])  # persons and sky
+    kept = result.keep_categories([1, 11])  # persons and sky
     assert [s.id for s in kept.segments] == [1001, 1002, 11000]
     cats = kept.ids // 1000
     assert set(np.unique(cats)) == {0, 1, 11}

@@ -25,7 +25,6 @@ from panoptic_ros.categories import (
 from panoptic_ros.result import PanopticResult
 from panoptic_ros.ros.messages import (
     categories_msg,
-    filter_categories,
     instance_counts_msg,
     instances_msg,
     panoptic_msg,
@@ -226,7 +225,7 @@ def test_categories_msg_lists_the_label_set(label_set, data):
 
 @SETTINGS
 @given(cases(), st.data())
-def test_filter_categories_keeps_exactly_the_kept_pixels(case, data):
+def test_keep_categories_keeps_exactly_the_kept_pixels(case, data):
     result, label_set, header = case
     own = [c.id for c in label_set]
     keep = data.draw(
@@ -235,7 +234,7 @@ def test_filter_categories_keeps_exactly_the_kept_pixels(case, data):
     )
     before_ids = result.ids.copy()
     before_segments = list(result.segments)
-    kept = filter_categories(result, keep)
+    kept = result.keep_categories(keep)
     divisor = result.label_divisor
     keep_set = {int(k) for k in keep}
     mask = np.isin(before_ids // divisor, list(keep_set)) & (before_ids != 0)

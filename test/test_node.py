@@ -40,6 +40,8 @@ from ros_harness import (
 )
 from sensor_msgs.msg import CompressedImage, Image
 
+from panoptic_ros import viz
+from panoptic_ros.result import PanopticResult
 from panoptic_ros.ros.conversions import image_to_array
 
 pytestmark = pytest.mark.ros
@@ -128,6 +130,23 @@ def test_overlay_semantic_instances_only_while_subscribed(node, graph):
     np.testing.assert_array_equal(image_to_array(instances), ids % 1000)
     after = graph.diagnostics(lambda d: int(d["overlays_computed"]) >= 1)
     assert int(after["overlays_computed"]) <= int(after["frames_processed"])
+    # The overlay's pixels are viz.overlay of the frame and its label image at overlay_alpha
+    # (0.25 from the command line), and follow a live change of it.
+    result = PanopticResult.from_ids(ids, LS, 1000)
+    np.testing.assert_array_equal(image_to_array(overlay), viz.overlay(scene_rgb(), result, LS,
+                                                                         alpha=0.25))
+    assert graph.set_params(overlay_alpha=0.75)[0].successful
+    try:
+        sent = image_msg(graph)
+        again = graph.send(sent, key="overlay")
+        ids = image_to_array(graph.received("panoptic", sent.header.stamp)[0].ids)
+        expected = viz.overlay(scene_rgb(), PanopticResult.from_ids(ids, LS, 1000), LS,
+                               alpha=0.75)
+        np.testing.assert_array_equal(image_to_array(again), expected)
+        assert not np.array_equal(expected, viz.overlay(
+            scene_rgb(), PanopticResult.from_ids(ids, LS, 1000), LS, alpha=0.25))
+    finally:
+        assert graph.set_params(overlay_alpha=0.25)[0].successful
 
 
 @pytest.mark.parametrize("encoding", [
@@ -328,8 +347,7 @@ def test_slow_model_under_30hz_keeps_no_backlog(node, graph):
 def test_console_script_starts_and_stops(graph, tmp_path):
     """The installed entry point runs the same node (autostart off: no model needed)."""
     exe = Path(sys.prefix) / "bin" / "panoptic_node"
-    if not exe.exists():
-        pytest.skip(f"console script not installed in {sys.prefix}")
+    assert exe.exists(), f"console script not installed in {sys.prefix}: run `make dev`"
     params = write_params(tmp_path / "params.yaml", key="/**", autostart=False)
     log = tmp_path / "script.log"
     name = "/panoptic_script_check"
@@ -359,32 +377,58 @@ def test_launch_file_with_launch_ros():
     assert nodes[0].node_executable == "panoptic_node"
 
 
-def launch_references() -> dict[str, set[str]]:
-    """String constants the launch file uses, read from its syntax tree."""
+def _launch_calls(name: str) -> list[ast.Call]:
     tree = ast.parse(LAUNCH.read_text())
-    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
-               and isinstance(n.value, str)}
-    return {"strings": strings}
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+            and getattr(n.func, "id", getattr(n.func, "attr", None)) == name]
 
 
-def test_launch_file_references_exist_in_source_and_install():
-    strings = launch_references()["strings"]
-    assert {"panoptic_ros", "panoptic_node", "panoptic.yaml", "panoptic.rviz", "config",
-            "rviz"} <= strings
-    assert (REPO / "scripts" / "panoptic_node").is_file()
-    assert (REPO / "config" / "panoptic.yaml").is_file()
-    assert (REPO / "rviz" / "panoptic.rviz").is_file()
+def _keywords(call: ast.Call) -> dict[str, ast.expr]:
+    return {k.arg: k.value for k in call.keywords}
+
+
+def test_launch_file_structure_matches_the_node():
+    """The launch description, read from its syntax tree (launch_ros is not installable here):
+    one lifecycle node of our package and executable under the node's name, parameters that
+    the node declares, remaps of the node's own inputs, every launch argument declared."""
+    from panoptic_ros.ros.node import NODE_NAME, SPECS
+
+    (node,) = _launch_calls("LifecycleNode")
+    kw = _keywords(node)
+    module = ast.parse(LAUNCH.read_text())
+    constants = {t.id: n.value.value for n in module.body if isinstance(n, ast.Assign)
+                 for t in n.targets if isinstance(n.value, ast.Constant)}
+    value = lambda e: constants[e.id] if isinstance(e, ast.Name) else e.value  # noqa: E731
+    assert value(kw["package"]) == "panoptic_ros"
+    assert value(kw["executable"]) == "panoptic_node"
+    assert (REPO / "scripts" / value(kw["executable"])).is_file()
+    assert value(kw["name"]) == NODE_NAME
+    overrides = [d for d in kw["parameters"].elts if isinstance(d, ast.Dict)]
+    keys = {k.value for d in overrides for k in d.keys}
+    assert keys and keys <= set(SPECS), keys - set(SPECS)
+    remapped = {t.elts[0].value for t in kw["remappings"].elts}
+    assert remapped == {"image", "image/compressed"}
+    declared = {c.args[0].value for c in _launch_calls("DeclareLaunchArgument")}
+    used = {c.args[0].value for c in _launch_calls("LaunchConfiguration")}
+    assert used <= declared, used - declared
+    assert {"config", "panoptic.yaml", "rviz", "panoptic.rviz"} <= {
+        n.value for n in ast.walk(module) if isinstance(n, ast.Constant)}
+
+
+def test_installed_files_equal_the_source():
+    """What the package installs (config, launch, rviz, the Fast DDS profile) is the source."""
     prefix = Path(sys.prefix)
     exe = prefix / "lib" / "panoptic_ros" / "panoptic_node"
-    if not exe.exists():
-        pytest.skip(f"panoptic_ros is not installed into {prefix}")
-    assert os.access(exe, os.X_OK)
+    assert exe.exists() and os.access(exe, os.X_OK), f"panoptic_ros not installed in {prefix}"
     share = prefix / "share" / "panoptic_ros"
-    missing = [p for p in ("config/panoptic.yaml", "launch/panoptic.launch.py",
-                           "rviz/panoptic.rviz") if not (share / p).is_file()]
-    if missing:
-        pytest.skip(f"installed package predates these files {missing}; run `make dev`")
-    assert yaml.safe_load((share / "config" / "panoptic.yaml").read_text())
+    for rel, src in [("config/panoptic.yaml", "config/panoptic.yaml"),
+                     ("launch/panoptic.launch.py", "launch/panoptic.launch.py"),
+                     ("launch/demo.launch.py", "launch/demo.launch.py"),
+                     ("rviz/panoptic.rviz", "rviz/panoptic.rviz"),
+                     ("fastdds_loopback.xml", "panoptic_ros/ros/fastdds_loopback.xml")]:
+        installed = share / rel
+        assert installed.is_file(), f"{installed} missing: run `make dev`"
+        assert installed.read_bytes() == (REPO / src).read_bytes(), f"{rel} is stale"
 
 
 def test_config_file_declares_only_known_parameters():

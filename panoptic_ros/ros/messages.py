@@ -8,16 +8,14 @@ at the input's size. Label images go into ``Image.data`` with one buffer copy
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
 
-from panoptic_ros.categories import VOID, LabelSet
 from panoptic_ros.categories import Category as CategoryEntry
+from panoptic_ros.categories import LabelSet
 from panoptic_ros.msg import (
     Category,
     CategoryArray,
@@ -42,27 +40,6 @@ def semantic_encoding(label_set: LabelSet) -> str:
     Fixed per label set (not per frame), so that subscribers see one encoding.
     """
     return "mono8" if int(label_set.ids.max()) < 256 else "mono16"
-
-
-def filter_categories(result: PanopticResult, keep: Iterable[int]) -> PanopticResult:
-    """Keep only the segments of the categories in ``keep``; everything else becomes void.
-
-    Args:
-        result: a panoptic result.
-        keep: dataset category ids to keep.
-
-    Returns:
-        A new result (``ids`` copied) whose pixels of other categories are :data:`VOID`.
-
-    """
-    keep_ids = np.fromiter((int(k) for k in keep), dtype=np.int64)
-    divisor = result.label_divisor
-    top = max(int(keep_ids.max(initial=0)), int(result.ids.max(initial=0)) // divisor)
-    lut = np.zeros(top + 1, dtype=bool)
-    lut[keep_ids[keep_ids > 0]] = True
-    ids = np.where(lut[result.ids // divisor], result.ids, VOID).astype(np.int32, copy=False)
-    segments = [s for s in result.segments if lut[s.category_id]]
-    return replace(result, ids=ids, segments=segments)
 
 
 def panoptic_msg(result: PanopticResult, header: Header, label_set: LabelSet) -> (

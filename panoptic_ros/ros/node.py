@@ -51,7 +51,6 @@ from panoptic_ros.ros.conversions import (
 from panoptic_ros.ros.diagnostics import FrameStats, diagnostic_status
 from panoptic_ros.ros.messages import (
     categories_msg,
-    filter_categories,
     instance_counts_msg,
     instances_msg,
     panoptic_msg,
@@ -366,6 +365,7 @@ class PanopticSegmentationNode(LifecycleNode):
         self._last_frame = 0.0  # monotonic time of the last frame, or of subscribing
         self._last_frame_bytes: int | None = None  # payload size of the last frame
         self._input_warning = ""
+        self._fatal = ""  # a sticky accelerator error: the process must restart
         self._pubs: dict[str, Any] = {}
         self._diag_pub = None
         self._diag_timer = None
@@ -391,6 +391,10 @@ class PanopticSegmentationNode(LifecycleNode):
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate every change; apply the live ones; refuse all on any invalid value."""
+        if any(not p.name for p in params):
+            # rclpy (9.x) checks for undeclared names with any(names), so an empty name passes
+            # and would be created as a new parameter ('' is falsy).
+            return SetParametersResult(successful=False, reason="empty parameter name")
         changes = {p.name: p.value for p in params if p.name in SPECS or p.name in self._live}
         for name, value in changes.items():
             problem = (SPECS[name].check(value) if name in SPECS
@@ -516,6 +520,10 @@ class PanopticSegmentationNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Reload the model if deactivate released it, publish the categories, subscribe."""
+        if self._fatal:
+            self.get_logger().error(f"activate refused: the accelerator failed earlier "
+                                    f"({self._fatal}); restart the node process")
+            return TransitionCallbackReturn.FAILURE
         if self._predictor is None:
             try:
                 self._load(self._config)
@@ -648,6 +656,7 @@ class PanopticSegmentationNode(LifecycleNode):
         changes (the parameter callback pokes the slot), so a new rate applies at once.
         """
         slot = self._slot
+        trimmer = HeapTrimmer()
         last_start = -float("inf")
         while True:
             rate = self._max_rate
@@ -663,7 +672,7 @@ class PanopticSegmentationNode(LifecycleNode):
                 continue
             last_start = time.monotonic()
             self._process(frame)
-            release_free_heap(above=FREE_HEAP_LIMIT)  # after a large frame's peak
+            trimmer.after_frame()  # after a large frame's peak
 
     def _process(self, frame: Frame) -> None:
         """One frame: convert, infer, publish; bad input and failures are counted, not fatal."""
@@ -685,23 +694,42 @@ class PanopticSegmentationNode(LifecycleNode):
         try:
             t0 = time.perf_counter()
             result = self._predictor.predict(rgb)
-            inference_s = time.perf_counter() - t0
-            if result.ids.shape != rgb.shape[:2]:
-                raise RuntimeError(
-                    f"model returned a {result.ids.shape} label image for a {rgb.shape[:2]} "
-                    "input; nothing published"
-                )
+            inference_s = time.perf_counter() - t0  # the Predictor: ids at the input's size
             keep = self._keep
             if keep is not None:
-                result = filter_categories(result, keep)
+                result = result.keep_categories(keep)
             self._publish(result, header, rgb)
         except Exception as err:  # noqa: BLE001 - keep serving the next frame
             if not self.context.ok():  # shutting down (SIGINT) while this frame was in flight
                 return
             self._stats.error(f"{type(err).__name__}: {err}")
+            if is_sticky_device_error(err):
+                self._device_failed(f"{type(err).__name__}: {err}")
+                return
             log.error(f"processing failed ({where}): {err}", throttle_duration_sec=5.0)
             return
         self._stats.processed(inference_s, time.monotonic() - frame.received)
+
+    def _device_failed(self, reason: str) -> None:
+        """Stop serving after a sticky accelerator error, and deactivate with the reason.
+
+        After a device-side assert or an illegal access every later frame would fail too;
+        rather than log one error per frame, the node deactivates and refuses activation until
+        the process restarts.
+        """
+        self._fatal = reason
+        self._slot.close()  # this worker ends after this frame
+        self.get_logger().error(
+            f"the accelerator failed and cannot recover in this process ({reason}); "
+            "deactivating: restart the node")
+        timer = None
+
+        def deactivate() -> None:  # on the executor thread, not the worker's
+            self.destroy_timer(timer)
+            if self._state == "active":
+                self.trigger_deactivate()
+
+        timer = self.create_timer(0.0, deactivate)
 
     def _publish(self, result, header, rgb) -> None:
         pubs, label_set = self._pubs, self._label_set
@@ -782,6 +810,30 @@ def declared_pixels(frame: Frame) -> int:
     return int(frame.msg.height) * int(frame.msg.width)
 
 
+STICKY_DEVICE_ERRORS = ("device-side assert", "illegal memory access",
+                        "unspecified launch failure", "an illegal instruction",
+                        "misaligned address")
+"""Messages of CUDA errors that leave the context unusable for the rest of the process."""
+
+
+def is_sticky_device_error(err: BaseException) -> bool:
+    """Whether ``err`` is an accelerator error that every later call would repeat.
+
+    ``torch.AcceleratorError`` (torch >= 2.8) and CUDA runtime errors whose message names a
+    sticky failure (device-side assert, illegal memory access, launch failure); an ordinary
+    out-of-memory error is not sticky.
+    """
+    import torch
+
+    text = str(err)
+    if "out of memory" in text:
+        return False
+    accelerator_error = getattr(torch, "AcceleratorError", ())
+    if accelerator_error and isinstance(err, accelerator_error):
+        return True
+    return isinstance(err, RuntimeError) and any(m in text for m in STICKY_DEVICE_ERRORS)
+
+
 def describe_model(config) -> str:
     """What a :class:`~panoptic_ros.inference.PredictorConfig` loads, in a few words."""
     if config.weights:
@@ -793,54 +845,69 @@ SHUTDOWN_WAIT_S = 1.5
 """Longest wait for a frame in flight when the process is asked to stop (SIGINT/SIGTERM)."""
 
 # -- process memory (glibc malloc; a no-op elsewhere) ----------------------------------------
-FREE_HEAP_LIMIT = 128 * 2**20
-"""Free memory malloc may keep after a frame, bytes; above it the worker returns it."""
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-
-
-def _libc_function(name: str, restype: Any = ctypes.c_int):
+def _libc_malloc_trim():
     try:
-        function = getattr(ctypes.CDLL(None), name)
-    except (OSError, AttributeError):  # not glibc (musl, macOS), or glibc < 2.33 (mallinfo2)
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
         return None
-    function.restype = restype
-    return function
 
 
-_MALLOC_TRIM = _libc_function("malloc_trim")
-_MALLINFO2 = _libc_function("mallinfo2", _MallInfo2)
+_MALLOC_TRIM = _libc_malloc_trim()
 
 
-def release_free_heap(above: int = 0) -> bool:
+def release_free_heap() -> bool:
     """Return malloc's free memory to the system (``malloc_trim(0)``; glibc only).
 
-    Args:
-        above: only when malloc keeps more than this many bytes free (glibc >= 2.33 can tell;
-            older glibc then never trims).
-
-    Why: each thread that allocates has its own glibc arena, and the worker's arena keeps the
-    freed blocks of a frame's peak (network activations and fusion at the input's size) as a
-    cache that glibc seldom returns. Measured with ``bench/bench_soak.py --breakdown`` (demo
-    model, CPU, 2 cores): after 50 frames of 1920x1080 the node held 272-335 MiB of free
-    malloc memory, RSS +399 to +453 MiB over imports + model. Trimming makes the next frame
-    page that memory in again (~10 % of a 1080p frame on the CPU), hence the threshold: at
-    640x480 malloc keeps 40-100 MiB free and is left alone.
-
     Returns:
-        whether it trimmed.
+        whether it could (glibc).
     """
     if _MALLOC_TRIM is None:
         return False
-    if above > 0:
-        if _MALLINFO2 is None or _MALLINFO2().fordblks <= above:
-            return False
     _MALLOC_TRIM(0)
     return True
+
+
+def _resident_anon() -> int | None:
+    """Resident anonymous memory of this process, bytes (``/proc/self/statm``; Linux)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            fields = f.read().split()
+        return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class HeapTrimmer:
+    """Trims malloc after a frame whose peak left much freed memory resident.
+
+    Why: each thread that allocates has its own glibc arena, and the worker's arena keeps the
+    freed blocks of a frame's peak (network activations, fusion, id maps at the input's size)
+    as a cache that glibc seldom returns. Measured with ``bench/bench_soak.py --breakdown``
+    (demo model on the CPU, 2 cores): after 50 frames of 1920x1080 malloc held 272-335 MiB
+    free and the node's RSS was +399 to +453 MiB over imports + model; trimmed, +62 MiB.
+    Trimming makes the next frame page that memory in again (5-8 % of a 1080p frame on the
+    CPU), hence the threshold: at 640x480 resident anonymous memory grows 60-90 MiB past its
+    level at activation and is left alone (no cost).
+
+    Args:
+        limit: growth of resident anonymous memory since activation or the last trim, bytes,
+            above which :meth:`after_frame` trims.
+    """
+
+    LIMIT = 128 * 2**20
+
+    def __init__(self, limit: int = LIMIT) -> None:
+        self.limit = limit
+        self._low = _resident_anon()
+
+    def after_frame(self) -> bool:
+        """Trim if resident anonymous memory grew past the limit; whether it trimmed."""
+        anon = _resident_anon()
+        if anon is None or self._low is None or anon - self._low <= self.limit:
+            return False
+        trimmed = release_free_heap()
+        self._low = _resident_anon()  # live memory that grew (a bigger model) moves it up
+        return trimmed
 
 
 def main(args: list[str] | None = None) -> int:
