@@ -54,3 +54,16 @@ def host_line() -> str:
     except ImportError:
         runtime = ""
     return f"host: {model} ({vendor}), {cores} cores, flags {simd}{runtime}"
+
+
+def sync_all() -> None:
+    """Wait for every CUDA device (not only the current one); a no-op without CUDA.
+
+    Timings around a model on ``cuda:1`` with only the current device synchronised would stop
+    the clock before the work ended.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            torch.cuda.synchronize(index)

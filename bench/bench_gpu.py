@@ -47,7 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _host import host_line  # noqa: E402
+from _host import host_line, sync_all  # noqa: E402
 
 from panoptic_ros.categories import cityscapes  # noqa: E402
 from panoptic_ros.data.synthetic import SceneConfig, generate_scene  # noqa: E402
@@ -104,13 +104,7 @@ def make_sync(device: torch.device) -> Callable[[], None]:
     """Wait for every CUDA device used (a no-op on the CPU)."""
     if device.type != "cuda":
         return lambda: None
-    devices = [device.index if device.index is not None else torch.cuda.current_device()]
-
-    def sync() -> None:
-        for d in devices:
-            torch.cuda.synchronize(d)
-
-    return sync
+    return sync_all
 
 
 def timed(fn: Callable[[], object], warmup: int, repeats: int,

@@ -21,7 +21,7 @@ import time
 from types import SimpleNamespace
 
 import torch
-from _host import host_line
+from _host import host_line, sync_all
 
 from panoptic_ros.categories import coco_panoptic
 from panoptic_ros.models.mask2former_postprocess import (
@@ -70,7 +70,7 @@ def make_outputs(batch: int, queries: int, classes: int, mh: int, mw: int, devic
 
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        sync_all()
 
 
 def timed_pair(fn_a, fn_b, repeats: int, device: str):

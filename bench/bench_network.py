@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _host import host_line  # noqa: E402
+from _host import host_line, sync_all  # noqa: E402
 
 from panoptic_ros.categories import cityscapes  # noqa: E402
 from panoptic_ros.models.efficientps import EfficientPS, EfficientPSConfig  # noqa: E402
@@ -145,16 +145,16 @@ def backbone_params(model: torch.nn.Module) -> int:
 def forward_time(model: torch.nn.Module, size: tuple[int, int], repeats: int,
                  device: torch.device) -> tuple[float, float]:
     model = model.to(device)
+    if device.type == "cuda":  # as the Predictor runs it there
+        model = model.to(memory_format=torch.channels_last)
     image = torch.randint(0, 256, (3, *size), dtype=torch.uint8, device=device)
     run_once(model, image)  # warm-up
     times = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync_all()
         t = time.perf_counter()
         run_once(model, image)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync_all()
         times.append(time.perf_counter() - t)
     return min(times), statistics.median(times)
 

@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _host import host_line  # noqa: E402
+from _host import host_line, sync_all  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
@@ -234,7 +234,7 @@ def main() -> int:
         input_size=args.input_size, inference={"score_threshold": 0.0} if forced else {}))
     if forced:
         predictor.model.roi_heads.score_thresh = 0.0  # random weights: every detection through
-    sync = torch.cuda.synchronize if predictor.device.type == "cuda" else (lambda: None)
+    sync = sync_all if predictor.device.type == "cuda" else (lambda: None)
     loop = Loopback()
     print(f"EfficientPS {args.variant} (random init, "
           f"{'detections forced' if forced else 'natural detections'}), "

@@ -325,6 +325,11 @@ def test_greedy_overlap_filter_equals_sequential_loop(seed):
     assert torch.equal(keep, expected)
     first = torch.where(masks & keep[:, None], torch.arange(k)[:, None], k).amin(0)
     assert torch.equal(owner, first)
+    # In pixel chunks (bounded memory, GPU readiness 9): the same decisions and owners,
+    # also with chunks that do not divide the image (576 pixels).
+    for elements in (k, 7 * k, 100 * k):
+        chunked = greedy_overlap_filter(masks, candidates, thr, max_chunk_elements=elements)
+        assert torch.equal(chunked[0], keep) and torch.equal(chunked[1], owner)
     # The box-by-box variant, with boxes around the circles (pixel centres inside).
     boxes = torch.cat([centres.flip(1) - radii[:, None] - 0.5,
                        centres.flip(1) + radii[:, None] + 1.5], 1)

@@ -17,9 +17,15 @@ from torch import Tensor
 
 from panoptic_ros.models.fusion.paste import Window
 
+MAX_CHUNK_ELEMENTS = 2**24
+"""Mask elements (masks x pixels) one round of :func:`greedy_overlap_filter` holds at once:
+its transients are a few bytes per element (~64 MB at 2**24), whatever K and the image size
+(unchunked, 100 masks of a 2 MP image took ~1 GB: too much for a Jetson)."""
+
 
 def greedy_overlap_filter(
-    masks: Tensor, candidates: Tensor, overlap_threshold: float
+    masks: Tensor, candidates: Tensor, overlap_threshold: float,
+    max_chunk_elements: int = MAX_CHUNK_ELEMENTS,
 ) -> tuple[Tensor, Tensor]:
     """Every keep decision at once, equal to the sequential rule.
 
@@ -28,12 +34,13 @@ def greedy_overlap_filter(
     for all masks at once, how much of each is owned by an earlier kept mask. Decision ``k``
     depends only on decisions ``< k``, so each round fixes at least one more leading decision
     and the fixed point is exactly the greedy result; in practice 1-3 rounds, each a few ops
-    over ``[K, N]`` and one host sync.
+    over ``[K, N]`` (in pixel chunks of at most ``max_chunk_elements / K``) and one host sync.
 
     Args:
         masks: Tensor[K, N] bool, binary masks (flattened) in priority order.
         candidates: Tensor[K] bool, masks allowed to be kept at all; empty masks never are.
         overlap_threshold: largest claimed fraction that still keeps a mask.
+        max_chunk_elements: memory bound of one step (see :data:`MAX_CHUNK_ELEMENTS`).
 
     Returns:
         ``keep`` Tensor[K] bool and ``owner`` Tensor[N] int64: each pixel's first kept mask,
@@ -41,10 +48,10 @@ def greedy_overlap_filter(
     """
     k, n = masks.shape
     device = masks.device
-    if k == 0:
+    if k == 0 or n == 0:
         return (
-            torch.zeros(0, dtype=torch.bool, device=device),
-            torch.zeros(n, dtype=torch.int64, device=device),
+            torch.zeros(k, dtype=torch.bool, device=device),
+            torch.full((n,), k, dtype=torch.int64, device=device),
         )
     dtype = torch.int16 if k < 2**15 - 1 else torch.int32
     index = torch.arange(k, device=device, dtype=dtype)[:, None]
@@ -52,15 +59,21 @@ def greedy_overlap_filter(
     area = masks.sum(1)
     eligible = candidates & (area > 0)
     area_f = area.clamp(min=1).to(torch.float64)
+    step = max(1, int(max_chunk_elements) // k)
     keep = eligible
     for _ in range(k + 1):
-        owner = torch.where(masks & keep[:, None], index, none).amin(0)  # [N]
-        claimed = (masks & (owner[None, :] < index)).sum(1)
+        claimed = torch.zeros(k, dtype=torch.int64, device=device)
+        owners = []
+        for start in range(0, n, step):
+            part = masks[:, start:start + step]
+            owner = torch.where(part & keep[:, None], index, none).amin(0)  # [chunk]
+            claimed += (part & (owner[None, :] < index)).sum(1)
+            owners.append(owner)
         new_keep = eligible & (claimed.to(torch.float64) / area_f <= overlap_threshold)
         if torch.equal(new_keep, keep):
             break
         keep = new_keep
-    return keep, owner.to(torch.int64)
+    return keep, torch.cat(owners).to(torch.int64)
 
 
 def claim(
