@@ -168,7 +168,7 @@ def autocast_dtype(
 
     * ``fp32``: ``None`` everywhere.
     * ``fp16``: ``float16`` on CUDA. On the CPU ``None`` with a warning: CPUs have no fast
-      float16 kernels (the narrow network ran 9x slower than in fp32 on this project's CPU),
+      float16 kernels (the narrow network ran several times slower than in fp32 on a CPU),
       so a GPU robot's config still runs sensibly where ``device: auto`` finds no GPU.
     * ``bf16``: ``bfloat16`` on the CPU (fast where it has AVX512-BF16/AMX) and on GPUs with
       native bfloat16 (compute capability 8.0+, Ampere and later).

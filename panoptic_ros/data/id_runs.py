@@ -4,13 +4,14 @@ A panoptic id map is piecewise constant: a 1024x2048 Cityscapes map has about 2 
 only some 20 k runs of equal id along its rows. PQ evaluation needs nothing but the pixel count
 of every (ground truth, prediction) id pair, which runs give without touching each pixel.
 
-Reading a COCO panoptic PNG through libpng (OpenCV, Pillow) costs 30-45 ms at 1024x2048 on a
-2-core CPU, almost all of it zlib inflating 6 MB of filtered bytes that are ~99.5 % zero. For
+Reading a COCO panoptic PNG through libpng (OpenCV, Pillow) is almost all zlib inflating the
+filtered bytes (6 MB at 1024x2048), ~99.5 % of which are zero. For
 PNGs whose rows all use the "Sub" filter (OpenCV writes every row that way, so every PNG
 panoptic_ros writes qualifies) :func:`read_panoptic_runs` inflates with zlib-ng when installed
 and reads the runs straight off the filtered bytes: with "Sub" a byte is non-zero only where a
 colour channel changes from the pixel on the left, so run starts are the non-zero bytes and
-run colours are per-row prefix sums (mod 256) of those bytes alone (10 ms for such a file).
+run colours are per-row prefix sums (mod 256) of those bytes alone (about 4x faster than a
+full decode; bench/bench_pq.py measures it).
 PNGs with "None", "Up", "Average" or "Paeth" rows (Pillow's adaptive filtering, e.g. the
 official COCO ground truth), 16-bit, palette or interlaced PNGs are decoded by OpenCV and
 converted, with identical results.
