@@ -89,7 +89,9 @@ def test_sticky_errors_are_told_apart_from_ordinary_ones():
 def test_node_deactivates_on_a_sticky_device_error(message, sticky):
     context = rclpy.Context()
     rclpy.init(context=context)
-    node = PanopticSegmentationNode(context=context, parameter_overrides=[
+    # A namespace of its own: no other test's graph ever meets this in-process node.
+    node = PanopticSegmentationNode(context=context, namespace="/device_error_test",
+                                    parameter_overrides=[
         rclpy.parameter.Parameter("backend", value="test_failing_gpu"),
         rclpy.parameter.Parameter("weights", value=message),
         rclpy.parameter.Parameter("device", value="cpu"),
@@ -118,6 +120,7 @@ def test_node_deactivates_on_a_sticky_device_error(message, sticky):
             assert node._state == "active" and not node._fatal
         assert node._stats.snapshot().errors_total == backend.calls
     finally:
+        node.stop_pipeline(timeout=10)
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
