@@ -37,16 +37,25 @@ EXPECTED: dict[str, list[tuple[str, str | None]]] = {
     "bench_mask2former_postprocess.py": [(rf"^speed-up: min {NUMBER}x", "transformers")],
     "bench_node.py": [(rf"^ *[0-9]+x[0-9]+(?: +{NUMBER}){{9}}", None),  # frame ... ratio
                       (r"ratio = overhead / forward", None)],
+    "bench_soak.py": [(r"^host: .+ cores, flags ", None),
+                      (r"^streaming: sent [1-9][0-9]*, outputs [1-9][0-9]*, drops ", None),
+                      (r"^goal RSS growth after warm-up: .*: (PASS|FAIL)$", None),
+                      (r"^goal lifecycle RSS slope: .* over 3 cycles .*: (PASS|FAIL)$", None),
+                      (rf"^goal output age: p50 last/first ratio {NUMBER}x .*: (PASS|FAIL)$",
+                       None),
+                      (r"^goal errors: 0 \(", None)],
 }
 DEFAULT = [(rf"ratio.*{NUMBER}", None)]
 TIMEOUT_S = 150
+TIMEOUTS_S = {"bench_soak.py": 150}  # node start, 8 s of 640x480 frames, 3 lifecycle cycles
 
 
 @pytest.mark.parametrize("bench", BENCHES, ids=[b.name for b in BENCHES])
 def test_benchmark_smoke_run_prints_its_ratios(bench):
     proc = subprocess.run(
         [sys.executable, str(bench), "--smoke"], cwd=REPO, capture_output=True, text=True,
-        timeout=TIMEOUT_S, env=ros_env(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
+        timeout=TIMEOUTS_S.get(bench.name, TIMEOUT_S),
+        env=ros_env(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
     )
     output = proc.stdout + proc.stderr
     assert "unrecognized arguments: --smoke" not in output, f"{bench.name} has no --smoke flag"
