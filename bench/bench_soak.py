@@ -15,8 +15,8 @@ and ``/diagnostics``.
   when the camera is faster than the model) and the output age percentiles (age = arrival of
   ``~/panoptic`` here minus the publish time of the frame with that stamp).
 * Phase 2, lifecycle (``--cycles``): the camera keeps streaming; every ``--cycle-s`` seconds
-  deactivate -> activate through ``/panoptic_segmentation/change_state``, wait for the first
-  output after activation, and read RSS after each cycle.
+  deactivate -> activate through ``/panoptic_soak/panoptic_segmentation/change_state``, wait
+  for the first output after activation, and read RSS after each cycle.
 
 Goals, each printed PASS/FAIL: RSS growth after warm-up (the first ``--warmup-s``) <= 20 MiB
 over the whole run (median RSS of the last minute against that of the first minute after
@@ -61,7 +61,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "panoptic_ros" / "ros" / "fastdds_loopback.xml"
-NODE = "/panoptic_segmentation"
+NAMESPACE = "/panoptic_soak"
+"""The node's namespace: its services and status never clash with another graph's
+``/panoptic_segmentation`` that shares the domain (a test run whose domain happens to match)."""
+NODE = NAMESPACE + "/panoptic_segmentation"
 CAMERA_TOPIC = "/soak_camera/image"
 DEFAULT_DOMAIN_ID = 88
 MIB = 1024.0 * 1024.0
@@ -127,7 +130,7 @@ def _die_with_parent() -> None:
 
 def write_params(path: Path, **params) -> Path:
     """A parameters file of the node (JSON is valid YAML)."""
-    path.write_text(json.dumps({"panoptic_segmentation": {"ros__parameters": params}}))
+    path.write_text(json.dumps({NODE: {"ros__parameters": params}}))
     return path
 
 
@@ -137,7 +140,8 @@ def start_node(workdir: Path, params: dict, probe: bool = False,
     file = write_params(workdir / "params.yaml", **params)
     head = ([sys.executable, str(Path(__file__).resolve()), "--probe-node"] if probe
             else [sys.executable, "-m", "panoptic_ros.ros.node"])
-    cmd = head + ["--ros-args", "--params-file", str(file), "-r", f"image:={CAMERA_TOPIC}"]
+    cmd = head + ["--ros-args", "--params-file", str(file), "-r", f"__ns:={NAMESPACE}",
+                  "-r", f"image:={CAMERA_TOPIC}"]
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     full_env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
@@ -860,7 +864,7 @@ def probe_node() -> int:
     import panoptic_ros.ros.node as node
 
     if os.environ.get("PANOPTIC_SOAK_NO_TRIM"):  # glibc's default behaviour, for comparison
-        node.HeapTrimmer.when_idle = lambda self: False
+        node.HeapTrimmer.after_frame = lambda self: False
         node.release_free_heap = lambda: False
     return node.main(sys.argv[1:])
 
@@ -898,7 +902,7 @@ def main() -> int:
     parser.add_argument("--node-env", action="append", default=[], metavar="VAR=VALUE",
                         help="environment of the node process (e.g. MALLOC_ARENA_MAX=4)")
     parser.add_argument("--no-trim", action="store_true",
-                        help="--breakdown: switch off the node's malloc trimming (when idle, "
+                        help="--breakdown: switch off the node's malloc trimming (after frames, "
                         "trim at deactivate) to compare with glibc's default")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="--breakdown: top Python allocation sites (slows the node)")

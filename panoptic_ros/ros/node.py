@@ -878,23 +878,24 @@ def _resident_anon() -> int | None:
 
 
 class HeapTrimmer:
-    """Trims malloc after a frame whose peak left much freed memory resident.
+    """Trims malloc after a frame once freed memory left resident passes a limit.
 
     Why: each thread that allocates has its own glibc arena, and the worker's arena keeps the
     freed blocks of a frame's peak (network activations, fusion, id maps at the input's size)
-    as a cache that glibc seldom returns. Measured with ``bench/bench_soak.py --breakdown``
-    (demo model on the CPU, 2 cores): after 50 frames of 1920x1080 malloc held 272-335 MiB
-    free and the node's RSS was +399 to +453 MiB over imports + model; trimmed, +62 MiB.
-    Trimming makes the next frame page that memory in again (5-8 % of a 1080p frame on the
-    CPU), hence the threshold: at 640x480 resident anonymous memory grows 60-90 MiB past its
-    level at activation and is left alone (no cost).
+    as a cache that glibc seldom returns; over lifecycle cycles a second arena can fill the
+    same way. Measured with ``bench/bench_soak.py`` (demo model on the CPU, 2 cores): after
+    50 frames of 1920x1080 malloc held ~340 MiB free and the node's RSS was +416 MiB over
+    imports + model (trimmed: +57 to +94 MiB). At 640x480 with a 128 MiB limit (never
+    passed) RSS stepped up ~+30 MiB in 2 of 2 soak runs during 100 lifecycle cycles; with
+    64 MiB it stayed flat (+6 MiB), the limit passed about once in 20 frames. Cost: the next
+    frame pages the memory in again, 5-8 % of a 1080p frame on the CPU.
 
     Args:
         limit: growth of resident anonymous memory since activation or the last trim, bytes,
             above which :meth:`after_frame` trims.
     """
 
-    LIMIT = 128 * 2**20
+    LIMIT = 64 * 2**20
 
     def __init__(self, limit: int = LIMIT) -> None:
         self.limit = limit
