@@ -36,6 +36,12 @@ class Segment:
         area: number of pixels.
         bbox: ``(x, y, width, height)`` in pixels, the tight box around its pixels.
         iscrowd: a crowd region (ground truth only).
+        track_id: identity of the object over time, unique among the tracks of one tracker
+            run (since its last reset), never reused; 0 for stuff and untracked segments.
+            With tracking on, ``instance_id`` is the track's instance number within its
+            category and stays the same for the track's life (the STEP convention), so the
+            label image's pixel value of an object persists across frames too.
+        track_age: seconds since the track was first seen (header stamps); 0.0 untracked.
     """
 
     id: int
@@ -46,6 +52,8 @@ class Segment:
     area: int = 0
     bbox: tuple[int, int, int, int] = (0, 0, 0, 0)
     iscrowd: bool = False
+    track_id: int = 0
+    track_age: float = 0.0
 
 
 def segment_stats(index_map: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -240,10 +248,12 @@ class PanopticResult:
 
         Returns:
             ``rgb`` ndarray[H, W, 3] uint8 and ``segments_info`` dicts with ``id``,
-            ``category_id``, ``iscrowd``, ``bbox`` ([x, y, w, h]), ``area`` and ``score``.
+            ``category_id``, ``iscrowd``, ``bbox`` ([x, y, w, h]), ``area`` and ``score``;
+            tracked segments also ``track_id`` and ``track_age`` (seconds).
         """
-        info = [
-            {
+        info = []
+        for s in self.segments:
+            entry = {
                 "id": int(s.id),
                 "category_id": int(s.category_id),
                 "iscrowd": int(s.iscrowd),
@@ -251,8 +261,10 @@ class PanopticResult:
                 "area": int(s.area),
                 "score": round(float(s.score), 6),
             }
-            for s in self.segments
-        ]
+            if s.track_id:
+                entry["track_id"] = int(s.track_id)
+                entry["track_age"] = round(float(s.track_age), 6)
+            info.append(entry)
         return id_to_rgb(self.ids), info
 
     @classmethod

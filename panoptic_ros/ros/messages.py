@@ -69,6 +69,8 @@ def panoptic_msg(result: PanopticResult, header: Header, label_set: LabelSet) ->
                 is_thing=bool(s.is_thing),
                 instance_id=int(s.instance_id),
                 score=float(s.score),
+                track_id=int(s.track_id),
+                track_age=float(s.track_age),
                 area=int(s.area),
                 bbox=RegionOfInterest(x_offset=int(x), y_offset=int(y), width=int(w),
                                       height=int(h)),
@@ -147,6 +149,7 @@ def result_from_msg(msg: PanopticSegmentation) -> PanopticResult:
             Segment(
                 id=int(s.id), category_id=int(s.category_id), is_thing=bool(s.is_thing),
                 instance_id=int(s.instance_id), score=float(s.score), area=int(s.area),
+                track_id=int(s.track_id), track_age=float(s.track_age),
                 bbox=(int(s.bbox.x_offset), int(s.bbox.y_offset), int(s.bbox.width),
                       int(s.bbox.height)),
             )
