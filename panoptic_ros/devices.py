@@ -109,3 +109,27 @@ def _check_cuda(device: torch.device, name: str) -> None:
         raise ModelLoadError(
             f"device {name!r}{where} requested but only {count} CUDA device(s) exist"
         )
+
+
+STICKY_DEVICE_ERRORS = ("device-side assert", "illegal memory access",
+                        "unspecified launch failure", "an illegal instruction",
+                        "misaligned address")
+"""Messages of CUDA errors that leave the context unusable for the rest of the process."""
+
+
+def is_sticky_device_error(err: BaseException) -> bool:
+    """Whether ``err`` is an accelerator error that every later call would repeat.
+
+    ``torch.AcceleratorError`` (torch >= 2.8) and CUDA runtime errors whose message names a
+    sticky failure (device-side assert, illegal memory access, launch failure); an ordinary
+    out-of-memory error is not sticky.
+    """
+    import torch
+
+    text = str(err)
+    if "out of memory" in text:
+        return False
+    accelerator_error = getattr(torch, "AcceleratorError", ())
+    if accelerator_error and isinstance(err, accelerator_error):
+        return True
+    return isinstance(err, RuntimeError) and any(m in text for m in STICKY_DEVICE_ERRORS)

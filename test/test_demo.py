@@ -77,7 +77,8 @@ def test_demo_launch_file_matches_the_executables_and_their_parameters():
 
     from panoptic_ros.ros.demo.camera import DemoCamera
     from panoptic_ros.ros.demo.monitor import PanopticMonitor
-    from panoptic_ros.ros.node import NODE_NAME, SPECS
+    from panoptic_ros.ros.node import NODE_NAME
+    from panoptic_ros.ros.node_params import SPECS
 
     nodes = launch_nodes()
     assert set(nodes) == {"panoptic_demo_camera", "panoptic_node", "panoptic_monitor"}

@@ -391,7 +391,8 @@ def test_launch_file_structure_matches_the_node():
     """The launch description, read from its syntax tree (launch_ros is not installable here):
     one lifecycle node of our package and executable under the node's name, parameters that
     the node declares, remaps of the node's own inputs, every launch argument declared."""
-    from panoptic_ros.ros.node import NODE_NAME, SPECS
+    from panoptic_ros.ros.node import NODE_NAME
+    from panoptic_ros.ros.node_params import SPECS
 
     (node,) = _launch_calls("LifecycleNode")
     kw = _keywords(node)
@@ -434,7 +435,7 @@ def test_installed_files_equal_the_source():
 def test_config_file_declares_only_known_parameters():
     """Every node parameter and every live setting of the default backend, valid values."""
     from panoptic_ros.models.efficientps.config import FUSION_LIVE_PARAMS
-    from panoptic_ros.ros.node import SPECS, check_live_value
+    from panoptic_ros.ros.node_params import SPECS, check_live_value
 
     data = yaml.safe_load((REPO / "config" / "panoptic.yaml").read_text())
     (params,) = [v["ros__parameters"] for v in data.values()]

@@ -27,7 +27,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from panoptic_ros.categories import get_label_set
-from panoptic_ros.ros import node as node_module
+from panoptic_ros.ros import node_params
 from panoptic_ros.ros.node import PanopticSegmentationNode
 
 pytestmark = pytest.mark.ros
@@ -114,7 +114,7 @@ def same(a, b) -> bool:
 # -- what the declarations say -------------------------------------------------------------------
 def spec_of(node, name: str):
     """(kind, low, high, choices, unset) of a declared node or backend parameter, or None."""
-    specs = node_module.SPECS
+    specs = node_params.SPECS
     if name in specs:
         s = specs[name]
         return type(s.default), s.low, s.high, tuple(s.choices), None

@@ -11,22 +11,22 @@ cleanup unloads the model. ``autostart: true`` walks to active at start.
 
 Run: ``ros2 run panoptic_ros panoptic_node --ros-args --params-file panoptic.yaml``, or from a
 source checkout ``python -m panoptic_ros.ros.node --ros-args ...``.
+Its parameters are in :mod:`~panoptic_ros.ros.node_params`, the latest-frame slot in
+:mod:`~panoptic_ros.ros.latest_frame`, memory trimming in :mod:`~panoptic_ros.ros.heap`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -38,17 +38,18 @@ from rclpy.qos import (
 from sensor_msgs.msg import CompressedImage, Image
 
 from panoptic_ros.categories import LabelSet
-from panoptic_ros.devices import normalize_device_name
-from panoptic_ros.models.live_params import UNSET_NUMBER, UNSET_TEXT, LiveParam
+from panoptic_ros.devices import is_sticky_device_error
+from panoptic_ros.models.live_params import LiveParam
 from panoptic_ros.msg import CategoryArray, InstanceCounts, PanopticSegmentation
 from panoptic_ros.ros.conversions import (
     ImageConversionError,
     InputBudget,
-    compressed_image_size,
     compressed_to_rgb,
     image_to_rgb,
 )
 from panoptic_ros.ros.diagnostics import FrameStats, diagnostic_status
+from panoptic_ros.ros.heap import HeapTrimmer, release_free_heap
+from panoptic_ros.ros.latest_frame import Frame, LatestFrame, declared_pixels
 from panoptic_ros.ros.messages import (
     categories_msg,
     instance_counts_msg,
@@ -58,14 +59,19 @@ from panoptic_ros.ros.messages import (
     semantic_encoding,
     semantic_msg,
 )
+from panoptic_ros.ros.node_params import (
+    PARAMS,
+    SPECS,
+    check_live_value,
+    describe_model,
+    label_set_to_load,
+    live_param_descriptor,
+    parse_category_filter,
+    predictor_config_from_params,
+)
 from panoptic_ros.ros.params import (
-    ACTIVATE,
-    CONFIGURE,
     LIVE,
-    START,
     WHEN,
-    ParamSpec,
-    parameter_descriptor,
 )
 from panoptic_ros.ros.qos import (
     ReliabilityDecision,
@@ -77,250 +83,6 @@ from panoptic_ros.ros.spin import spin_main
 from panoptic_ros.viz import overlay
 
 NODE_NAME = "panoptic_segmentation"
-
-
-# -- parameters ------------------------------------------------------------------------------
-def _check_device(value: Any) -> str | None:
-    try:
-        normalize_device_name(value)
-    except ValueError as err:
-        return str(err)
-    return None
-
-
-def _check_backend(value: Any) -> str | None:
-    from panoptic_ros.models.registry import backend_names
-
-    names = backend_names()
-    return None if value in names else f"backend must be one of {names}, got {value!r}"
-
-
-MODEL_DEFAULT = "the model's own setting"
-MAX_IMAGE_PIXELS = 4096 * 4096
-
-PARAMS: tuple[ParamSpec, ...] = (
-    # Model: read by predictor_config_from_params at configure.
-    ParamSpec("backend", "efficientps", "model backend (efficientps, mask2former, or a "
-              "registered one)", CONFIGURE, validate=_check_backend),
-    ParamSpec("weights", "demo", "demo (the bundled model), a checkpoint path (model id or "
-              "folder for pretrained backends), or empty for random initialisation of "
-              "'variant' (tests and plumbing checks; its output is meaningless)", CONFIGURE),
-    ParamSpec("variant", "narrow", "network variant when weights is empty: b0..b7, narrow",
-              CONFIGURE),
-    ParamSpec("label_set", "synthetic", "categories when weights is empty: coco_panoptic, "
-              "cityscapes, synthetic or a COCO-style JSON path", CONFIGURE),
-    ParamSpec("device", "auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N",
-              CONFIGURE, validate=_check_device),
-    ParamSpec("cpu_threads", 0, "torch CPU threads of this process (torch.set_num_threads); "
-              "0 = torch's default, one per core. Fewer than the cores helps when the camera "
-              "driver and other nodes share the CPU", CONFIGURE, low=0, high=1024),
-    ParamSpec("precision", "fp32", "network precision; fp16/bf16 run under autocast",
-              CONFIGURE, choices=("fp32", "fp16", "bf16")),
-    ParamSpec("compile", False, "torch.compile the network (slow first frame)", CONFIGURE),
-    ParamSpec("input_size", 0, "shorter image side fed to the network, pixels; 0 = "
-              + MODEL_DEFAULT + " (outputs are always at the input image's size)", CONFIGURE,
-              low=0, high=8192),
-    ParamSpec("label_divisor", 0, "pixel = category_id * label_divisor + instance_id; 0 = "
-              + MODEL_DEFAULT, CONFIGURE, low=0, high=1_000_000),
-    ParamSpec("allow_download", False, "pretrained backends: let them fetch a hub id that is "
-              "not in the local cache (off: the robot works offline)", CONFIGURE),
-    ParamSpec("cache_dir", "", "pretrained backends: Hugging Face cache directory; empty = "
-              "the default ($HF_HUB_CACHE)", CONFIGURE),
-    ParamSpec("revision", "", "pretrained backends: hub revision (branch, tag or commit) of a "
-              "hub id; empty = the default branch", CONFIGURE),
-    # Input budget: live.
-    ParamSpec("max_image_pixels", MAX_IMAGE_PIXELS, "largest accepted input image, pixels "
-              "(width x height; compressed images are judged by their header before "
-              "decoding)", LIVE, low=1, high=2**31 - 1),
-    ParamSpec("max_compressed_bytes", 32 * 2**20, "largest accepted compressed payload, "
-              "bytes", LIVE, low=1, high=2**31 - 1),
-    ParamSpec("oversize_policy", "refuse", "a frame over max_image_pixels: refuse (bad input, "
-              "counted) or reduce (raw: every k-th pixel; JPEG: decoded at 1/2, 1/4 or 1/8; "
-              "outputs then have the reduced size; PNG is always refused)", LIVE,
-              choices=("refuse", "reduce")),
-    # Node behaviour.
-    ParamSpec("max_rate", 0.0, "at most this many frames per second are processed; 0 = as "
-              "fast as the model runs", LIVE, low=0.0, high=1000.0),
-    ParamSpec("overlay_alpha", 0.5, "weight of the category colours in ~/overlay", LIVE,
-              low=0.0, high=1.0),
-    ParamSpec("overlay_labels", False, "write category names into ~/overlay", LIVE),
-    ParamSpec("category_filter", "", "comma-separated category names or ids to publish; "
-              "other categories become void; empty = all", LIVE),
-    ParamSpec("input_transport", "raw", "raw: sensor_msgs/Image on 'image'; compressed: "
-              "sensor_msgs/CompressedImage (jpeg, png) on 'image/compressed'", ACTIVATE,
-              choices=("raw", "compressed")),
-    ParamSpec("qos_reliability", "auto", "reliability of the image subscription: auto "
-              "(reliable when every matched publisher is reliable, so lost fragments of large "
-              "frames are repaired; else best effort), best_effort (sensor data) or reliable",
-              ACTIVATE, choices=("auto", "best_effort", "reliable")),
-    ParamSpec("qos_depth", 1, "queue depth of the image subscription (keep last)", ACTIVATE,
-              low=1, high=100),
-    ParamSpec("input_timeout", 5.0, "seconds without a frame while a publisher is matched "
-              "before diagnostics WARN (naming the likely transport cause)", LIVE,
-              low=0.5, high=3600.0),
-    ParamSpec("autostart", True, "configure and activate at start", START),
-)
-SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
-
-
-def live_param_descriptor(spec: LiveParam) -> ParameterDescriptor:
-    """The ``ParameterDescriptor`` of a backend's live setting.
-
-    Its unset value (-1 / "") means the model's own setting.
-    """
-    unset = "-1" if spec.kind is not str else "empty"
-    description = (f"{spec.description}; {unset} = {MODEL_DEFAULT} ({spec.default!r} for the "
-                   f"loaded model) ({WHEN[LIVE]}; declared by the backend at configure)")
-    choices = (UNSET_TEXT, *spec.choices) if spec.choices else ()
-    low = UNSET_NUMBER if spec.low is not None else None
-    return parameter_descriptor(spec.name, description, spec.unset, choices, low, spec.high)
-
-
-def check_live_value(spec: LiveParam, value: Any) -> str | None:
-    """Why ``value`` is not valid for a backend's live setting (the unset value is)."""
-    if value == spec.unset and type(value) is type(spec.unset):
-        return None
-    return spec.check(value)
-
-
-def predictor_config_from_params(values: Mapping[str, Any],
-                                 inference: Mapping[str, Any] | None = None):
-    """Map the node's parameters onto a :class:`~panoptic_ros.inference.PredictorConfig`.
-
-    The one place where ROS parameters become model configuration: ``weights: ""`` means
-    random initialisation (``weights=None``); 0 for ``input_size``/``label_divisor`` leaves the
-    model's own setting; empty ``cache_dir``/``revision`` the defaults. ``inference`` holds the
-    backend's live settings (``None`` for the model's own).
-
-    Raises:
-        ValueError: a parameter outside its valid values (the message names it).
-    """
-    from panoptic_ros.inference import PredictorConfig
-
-    for name, value in values.items():
-        problem = SPECS[name].check(value) if name in SPECS else None
-        if problem:
-            raise ValueError(problem)
-    return PredictorConfig(
-        backend=values["backend"],
-        weights=values["weights"] or None,
-        variant=values["variant"],
-        label_set=values["label_set"],
-        device=values["device"],
-        precision=values["precision"],
-        compile=bool(values["compile"]),
-        input_size=int(values["input_size"]) or None,
-        label_divisor=int(values["label_divisor"]) or None,
-        allow_download=bool(values["allow_download"]),
-        cache_dir=values["cache_dir"] or None,
-        revision=values["revision"] or None,
-        inference=dict(inference or {}),
-    )
-
-
-def parse_category_filter(text: str, label_set: LabelSet) -> frozenset[int] | None:
-    """Category ids named by ``category_filter`` (names or ids, comma-separated).
-
-    Returns:
-        ``None`` for an empty filter (publish everything), else the ids to keep.
-
-    Raises:
-        ValueError: an entry that is not a category of ``label_set``.
-    """
-    keep = set()
-    for raw in text.split(","):
-        item = raw.strip()
-        if not item:
-            continue
-        try:
-            cat = label_set.by_id(int(item)) if item.isdigit() else label_set.by_name(item)
-        except ValueError as err:  # CategoryError
-            raise ValueError(f"category_filter: {err}") from None
-        keep.add(cat.id)
-    return frozenset(keep) if keep else None
-
-
-def label_set_to_load(values: Mapping[str, Any]) -> LabelSet | None:
-    """The categories the next configure would load, when they can be read cheaply.
-
-    Random initialisation: the ``label_set`` parameter; an EfficientPS checkpoint (``demo`` or
-    a file): its stored table. ``None`` for what only loading can tell (pretrained backends).
-    """
-    from panoptic_ros.categories import get_label_set
-
-    try:
-        if values["backend"] != "efficientps":
-            return None
-        if not values["weights"]:
-            return get_label_set(values["label_set"])
-        from panoptic_ros.models.checkpoint import read_label_set
-
-        return read_label_set(values["weights"])
-    except Exception:  # noqa: BLE001 - configure reports load problems with their reasons
-        return None
-
-
-# -- latest-frame slot -----------------------------------------------------------------------
-@dataclass
-class Frame:
-    """An input message waiting for the worker, with its arrival time (monotonic, s)."""
-
-    msg: Image | CompressedImage
-    received: float
-    compressed: bool
-
-
-class LatestFrame:
-    """A one-place mailbox: :meth:`put` replaces what the worker has not taken yet.
-
-    :meth:`poke` wakes a worker waiting in :meth:`wait_closed` (a live rate change), so a
-    pause never outlasts the setting that chose it.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._frame: Frame | None = None
-        self._closed = False
-        self._poked = False
-
-    def put(self, frame: Frame) -> bool:
-        """Store ``frame``; ``True`` when it replaced an unprocessed one (a dropped frame)."""
-        with self._cond:
-            replaced = self._frame is not None
-            self._frame = frame
-            self._cond.notify_all()
-            return replaced
-
-    def take(self, timeout: float) -> Frame | None:
-        """The newest frame, waiting up to ``timeout`` s; ``None`` if none or closed."""
-        with self._cond:
-            if self._frame is None and not self._closed:
-                self._cond.wait(timeout)
-            frame, self._frame = self._frame, None
-            return None if self._closed else frame
-
-    def wait_closed(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for :meth:`close` or :meth:`poke`; ``True`` when closed."""
-        with self._cond:
-            if not self._closed and not self._poked:
-                self._cond.wait_for(lambda: self._closed or self._poked, timeout)
-            self._poked = False
-            return self._closed
-
-    def poke(self) -> None:
-        """Wake :meth:`wait_closed` early (the worker then re-reads its settings)."""
-        with self._cond:
-            self._poked = True
-            self._cond.notify_all()
-
-    def close(self) -> int:
-        """Wake the worker for good; returns 1 if an unprocessed frame was discarded."""
-        with self._cond:
-            pending = int(self._frame is not None)
-            self._frame = None
-            self._closed = True
-            self._cond.notify_all()
-            return pending
 
 
 # -- the node --------------------------------------------------------------------------------
@@ -802,114 +564,8 @@ def _name(decision: ReliabilityDecision) -> str:
     return "reliable" if decision.reliable else "best_effort"
 
 
-def declared_pixels(frame: Frame) -> int:
-    """Pixels a frame's message declares (a compressed one: in its header)."""
-    if frame.compressed:
-        _, width, height = compressed_image_size(frame.msg.data)
-        return width * height
-    return int(frame.msg.height) * int(frame.msg.width)
-
-
-STICKY_DEVICE_ERRORS = ("device-side assert", "illegal memory access",
-                        "unspecified launch failure", "an illegal instruction",
-                        "misaligned address")
-"""Messages of CUDA errors that leave the context unusable for the rest of the process."""
-
-
-def is_sticky_device_error(err: BaseException) -> bool:
-    """Whether ``err`` is an accelerator error that every later call would repeat.
-
-    ``torch.AcceleratorError`` (torch >= 2.8) and CUDA runtime errors whose message names a
-    sticky failure (device-side assert, illegal memory access, launch failure); an ordinary
-    out-of-memory error is not sticky.
-    """
-    import torch
-
-    text = str(err)
-    if "out of memory" in text:
-        return False
-    accelerator_error = getattr(torch, "AcceleratorError", ())
-    if accelerator_error and isinstance(err, accelerator_error):
-        return True
-    return isinstance(err, RuntimeError) and any(m in text for m in STICKY_DEVICE_ERRORS)
-
-
-def describe_model(config) -> str:
-    """What a :class:`~panoptic_ros.inference.PredictorConfig` loads, in a few words."""
-    if config.weights:
-        return f"{config.backend} ({config.weights})"
-    return f"{config.backend} {config.variant} (random init, {config.label_set})"
-
-
 SHUTDOWN_WAIT_S = 1.5
 """Longest wait for a frame in flight when the process is asked to stop (SIGINT/SIGTERM)."""
-
-# -- process memory (glibc malloc; a no-op elsewhere) ----------------------------------------
-def _libc_malloc_trim():
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS)
-        return None
-
-
-_MALLOC_TRIM = _libc_malloc_trim()
-
-
-def release_free_heap() -> bool:
-    """Return malloc's free memory to the system (``malloc_trim(0)``; glibc only).
-
-    Returns:
-        whether it could (glibc).
-    """
-    if _MALLOC_TRIM is None:
-        return False
-    _MALLOC_TRIM(0)
-    return True
-
-
-def _resident_anon() -> int | None:
-    """Resident anonymous memory of this process, bytes (``/proc/self/statm``; Linux)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            fields = f.read().split()
-        return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class HeapTrimmer:
-    """Trims malloc after a frame once freed memory left resident passes a limit.
-
-    Why: each thread that allocates has its own glibc arena, and the worker's arena keeps the
-    freed blocks of a frame's peak (network activations, fusion, id maps at the input's size)
-    as a cache that glibc seldom returns; over lifecycle cycles a second arena can fill the
-    same way. Measured with ``bench/bench_soak.py`` (demo model on the CPU, 2 cores): after
-    50 frames of 1920x1080 malloc held ~340 MiB free and the node's RSS was +416 MiB over
-    imports + model (trimmed: +57 to +94 MiB). At 640x480 with a 128 MiB limit (never
-    passed) RSS stepped up ~+30 MiB in 2 of 2 soak runs during 100 lifecycle cycles; with
-    64 MiB it stayed flat (+6 MiB), the limit passed about once in 20 frames. Cost: the next
-    frame pages the memory in again, 5-8 % of a 1080p frame on the CPU.
-
-    Args:
-        limit: growth of resident anonymous memory since activation or the last trim, bytes,
-            above which :meth:`after_frame` trims.
-    """
-
-    LIMIT = 64 * 2**20
-
-    def __init__(self, limit: int = LIMIT) -> None:
-        self.limit = limit
-        self._low = _resident_anon()
-
-    def after_frame(self) -> bool:
-        """Trim if resident anonymous memory grew past the limit; whether it trimmed."""
-        anon = _resident_anon()
-        if anon is None or self._low is None or anon - self._low <= self.limit:
-            return False
-        trimmed = release_free_heap()
-        self._low = _resident_anon()  # live memory that grew (a bigger model) moves it up
-        return trimmed
-
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``panoptic_node``: spin the node until SIGINT/SIGTERM.
