@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+
+from panoptic_ros.categories import synthetic
+from panoptic_ros.result import PanopticResult
 
 COCO_SUBSET = ["wall-other-merged", "sky-other-merged", "road", "grass-merged", "person", "car",
                "dog", "bicycle"]
@@ -122,3 +126,48 @@ def save_tiny_oneformer(path: Path) -> Path:
 TINY_SAVERS = {"mask2former": save_tiny_mask2former, "detr": save_tiny_detr,
                "oneformer": save_tiny_oneformer}
 """Model family -> function saving a tiny random model of it into a folder."""
+
+
+# -- a tiny random EfficientPS on the synthetic label set ----------------------------------
+LS = synthetic()
+"""The label set of the tiny EfficientPS models."""
+# Every detection passes, so that thing segments appear with random weights.
+DETECT = {"variant": "narrow", "rpn_pre_nms_test": 200, "rpn_post_nms_test": 50,
+          "detection_score_threshold": 0.0, "detections_per_image": 6,
+          "fusion": {"score_threshold": 0.0}}
+
+
+
+def save_tiny_efficientps(path: Path, seed: int, meta: dict | None = None) -> Path:
+    """A random narrow EfficientPS whose detections all pass (:data:`DETECT`), at ``path``."""
+    from panoptic_ros.models.checkpoint import save_checkpoint
+    from panoptic_ros.models.efficientps import EfficientPSConfig
+    from panoptic_ros.models.registry import build_model
+
+    torch.manual_seed(seed)
+    model = build_model("efficientps", EfficientPSConfig.from_dict(DETECT), LS)
+    return save_checkpoint(path, model, meta=meta)
+
+
+def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A test frame: sky-blue over brown with a red block, plus noise; uint8 [h, w, 3]."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w, 3), np.uint8)
+    img[: h // 2] = (90, 140, 220)
+    img[h // 2:] = (110, 90, 70)
+    img[h // 3: h // 3 + h // 4, w // 4: w // 2] = (220, 40, 40)
+    return np.clip(img + rng.integers(0, 30, img.shape), 0, 255).astype(np.uint8)
+
+
+def check(result: PanopticResult, shape) -> None:
+    """``result`` is a valid result of the tiny model at ``shape`` (ids, kinds, segments)."""
+    assert isinstance(result, PanopticResult)
+    assert result.ids.shape == shape and result.ids.dtype == np.int32
+    cats, insts = result.semantic(), result.instances()
+    assert set(np.unique(cats).tolist()) <= {0, *LS.ids.tolist()}
+    stuff = np.isin(cats, [c.id for c in LS.stuff])
+    assert (insts[stuff] == 0).all()
+    assert (insts[np.isin(cats, [c.id for c in LS.things])] >= 1).all()
+    ref = PanopticResult.from_ids(result.ids, LS, result.label_divisor,
+                                  scores={s.id: s.score for s in result.segments})
+    assert result.segments == ref.segments

@@ -1,8 +1,9 @@
 """Echo node for the message round-trip test: republishes every panoptic_ros message it gets.
 
-Run as a separate process by test_messages_over_dds.py: subscribes to ``in/<Type>`` and publishes the very
-same message object on ``out/<Type>``, for each of the package's messages. Exits after
-``--timeout`` seconds. The environment (loopback only, domain id) comes from the test.
+Run as a separate process by test_messages_over_dds.py: subscribes to ``in/<Type>`` and
+publishes the very same message object on ``out/<Type>``, for each of the package's messages.
+Exits after ``--timeout`` seconds. The environment (loopback only, domain id) comes from the
+test.
 """
 
 import argparse

@@ -10,7 +10,7 @@ import onnx  # noqa: E402 - test extra: a broken install fails, not skips
 import onnxruntime as ort  # noqa: E402
 import pytest
 import torch
-from test_predictor import LS, rgb
+from helpers import LS, rgb
 
 from panoptic_ros.cli import main
 from panoptic_ros.data.synthetic import SceneConfig, generate_scene, scene_rng

@@ -6,9 +6,10 @@ is false: that is the one legitimate skip. On a CUDA machine::
 
     PYTHONPATH=. .venv/bin/pytest -m gpu -q        # or: make gpu-check (tests + timings)
 
-The CPU stand-ins of these findings live in test_predictor.py (release), test_fast_path.py
-(autocast, bf16, channels-last), test_export.py (TorchScript round trip) and test_training.py
-(exact resume, device rule); ``scripts/gpu_check.sh`` runs them where there is no GPU.
+The CPU stand-ins of these findings live in test_predictor.py (release),
+test_predictor_execution.py (autocast, bf16, channels-last), test_export.py (TorchScript round
+trip) and test_training.py (exact resume, device rule); ``scripts/gpu_check.sh`` runs them
+where there is no GPU.
 """
 
 from __future__ import annotations

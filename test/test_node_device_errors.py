@@ -19,10 +19,10 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 
 from panoptic_ros.categories import synthetic
+from panoptic_ros.devices import is_sticky_device_error
 from panoptic_ros.models.efficientps.config import FUSION_LIVE_PARAMS, FusionConfig
 from panoptic_ros.models.registry import register_backend
 from panoptic_ros.ros.conversions import array_to_image
-from panoptic_ros.devices import is_sticky_device_error
 from panoptic_ros.ros.node import PanopticSegmentationNode
 
 pytestmark = pytest.mark.ros

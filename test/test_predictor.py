@@ -1,37 +1,21 @@
-"""Predictor and ``panoptic-ros infer`` on CPU with a tiny random narrow EfficientPS."""
+"""The Predictor on the CPU with a tiny random narrow EfficientPS: sizes, batches, weights,
+settings, pretrained-backend options, release (``infer`` is in test_infer_cli.py)."""
 
 from __future__ import annotations
 
-import json
-
-import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import check, rgb, save_tiny_efficientps
 
-from panoptic_ros.categories import synthetic
-from panoptic_ros.cli import main
-from panoptic_ros.data.coco_panoptic import CocoPanopticDataset, read_image, write_image
 from panoptic_ros.errors import ModelLoadError
 from panoptic_ros.inference import DEMO_WEIGHTS, Predictor, PredictorConfig, fit_size, parse_device
-from panoptic_ros.models.checkpoint import save_checkpoint
-from panoptic_ros.models.efficientps import EfficientPSConfig
-from panoptic_ros.models.registry import build_model
-from panoptic_ros.result import PanopticResult
-
-LS = synthetic()
-# Every detection passes, so that thing segments appear with random weights.
-DETECT = {"variant": "narrow", "rpn_pre_nms_test": 200, "rpn_post_nms_test": 50,
-          "detection_score_threshold": 0.0, "detections_per_image": 6,
-          "fusion": {"score_threshold": 0.0}}
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(7)
-    model = build_model("efficientps", EfficientPSConfig.from_dict(DETECT), LS)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "narrow.pt", model,
-                           meta={"input_size": [96, 128]})
+    return save_tiny_efficientps(tmp_path_factory.mktemp("ckpt") / "narrow.pt", seed=7,
+                                 meta={"input_size": [96, 128]})
 
 
 @pytest.fixture(scope="module")
@@ -39,26 +23,6 @@ def predictor(checkpoint):
     return Predictor(weights=str(checkpoint), device="cpu")
 
 
-def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    img = np.zeros((h, w, 3), np.uint8)
-    img[: h // 2] = (90, 140, 220)
-    img[h // 2:] = (110, 90, 70)
-    img[h // 3: h // 3 + h // 4, w // 4: w // 2] = (220, 40, 40)
-    return np.clip(img + rng.integers(0, 30, img.shape), 0, 255).astype(np.uint8)
-
-
-def check(result: PanopticResult, shape) -> None:
-    assert isinstance(result, PanopticResult)
-    assert result.ids.shape == shape and result.ids.dtype == np.int32
-    cats, insts = result.semantic(), result.instances()
-    assert set(np.unique(cats).tolist()) <= {0, *LS.ids.tolist()}
-    stuff = np.isin(cats, [c.id for c in LS.stuff])
-    assert (insts[stuff] == 0).all()
-    assert (insts[np.isin(cats, [c.id for c in LS.things])] >= 1).all()
-    ref = PanopticResult.from_ids(result.ids, LS, result.label_divisor,
-                                  scores={s.id: s.score for s in result.segments})
-    assert result.segments == ref.segments
 
 
 def test_output_at_exact_input_size_with_things(predictor):
@@ -198,74 +162,6 @@ def test_config_checks_and_sizes():
     assert fit_size(480, 640, None) == (480, 640)
 
 
-# -- CLI -------------------------------------------------------------------------------
-def test_infer_cli_writes_files_the_coco_reader_reads_back(checkpoint, predictor, tmp_path):
-    images = {"7": rgb(90, 110, 4), "frame_a": rgb(70, 100, 5)}
-    src = tmp_path / "in"
-    for stem, img in images.items():
-        write_image(src / f"{stem}.png", img)
-    out = tmp_path / "out"
-    rc = main(["infer", "--weights", str(checkpoint), "--input", str(src), "--output", str(out),
-               "--device", "cpu"])
-    assert rc == 0
-    data = json.loads((out / "predictions.json").read_text())
-    assert sorted((a["image_id"] for a in data["annotations"]), key=str) == [7, "frame_a"]
-    assert {c["id"] for c in data["categories"]} == set(LS.ids.tolist())
-    assert sorted(p.name for p in (out / "predictions").iterdir()) == \
-        ["000000000007.png", "frame_a.png"]  # PNGs in the JSON's folder, as COCO names it
-    dataset = CocoPanopticDataset(out / "predictions.json", png_dir=out / "predictions",
-                                  label_set=LS)
-    for image_id, stem in ((7, "7"), ("frame_a", "frame_a")):
-        expected = predictor(images[stem])
-        back = dataset.load_result(image_id)
-        np.testing.assert_array_equal(back.ids, expected.ids)
-        assert [(s.id, s.area, s.bbox) for s in back.segments] == \
-            [(s.id, s.area, s.bbox) for s in expected.segments]
-
-
-def test_infer_cli_single_image_and_input_size(checkpoint, tmp_path):
-    write_image(tmp_path / "cam.jpg", rgb(48, 64, 6))
-    rc = main(["infer", "--weights", str(checkpoint), "--input", str(tmp_path / "cam.jpg"),
-               "--output", str(tmp_path / "o"), "--device", "cpu", "--input-size", "32x48"])
-    assert rc == 0
-    data = json.loads((tmp_path / "o" / "predictions.json").read_text())
-    assert data["images"][0] == {"id": "cam", "file_name": "cam.jpg", "height": 48, "width": 64}
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == \
-        ["predictions", "predictions.json"]
-    # The ids are what the Predictor gives at that network input size (not the model's own).
-    png = cv2.cvtColor(cv2.imread(str(tmp_path / "o" / "predictions" / "cam.png")),
-                       cv2.COLOR_BGR2RGB).astype(np.int64)
-    ids = png[..., 0] + 256 * png[..., 1] + 65536 * png[..., 2]
-    image = read_image(tmp_path / "cam.jpg")
-    sized = Predictor(weights=str(checkpoint), device="cpu", input_size=(32, 48))(image)
-    np.testing.assert_array_equal(ids, sized.ids)
-    own = Predictor(weights=str(checkpoint), device="cpu")(image)
-    assert not np.array_equal(own.ids, sized.ids)  # the flag made a difference
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--input", "{tmp}/missing"], "input not found: {tmp}/missing"),
-        (["--input", "{tmp}"], "no images"),
-        (["--input", "{tmp}/a.png", "--input-size", "big"], "--input-size must be HxW"),
-        (["--input", "{tmp}/a.png", "--weights", "{tmp}/none.pt"],
-         "cannot load the model: checkpoint not found"),
-    ],
-)
-def test_infer_cli_bad_paths_exit_2_with_one_line(tmp_path, capsys, args, message):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    write_image(empty / "a.png", rgb(8, 8))
-    (empty / "a.png").rename(tmp_path / "a.png")
-    args = [a.format(tmp=empty if a == "{tmp}" else tmp_path) for a in args]
-    rc = main(["infer", "--output", str(tmp_path / "out"), "--device", "cpu", *args])
-    err = capsys.readouterr().err
-    assert rc == 2
-    assert err.count("\n") == 1 and err.startswith("panoptic-ros infer: error: ")
-    assert message.format(tmp=tmp_path) in err
-
-
 def test_release_frees_the_model_without_outside_help():
     """GPU readiness 1: after release() nothing keeps the model alive (on a GPU its memory
     would otherwise stay allocated when the cache is emptied)."""
@@ -284,3 +180,37 @@ def test_release_frees_the_model_without_outside_help():
         gc.enable()
     with pytest.raises(RuntimeError, match="released"):
         p(rgb(48, 64))
+
+
+# -- pretrained-backend options ----------------------------------------------------------
+def test_pretrained_options_are_mapped_in_one_place():
+    config = PredictorConfig(backend="mask2former", weights="org/model", allow_download=True,
+                             cache_dir="/cache", pretrained_label_set="cityscapes",
+                             inference={"rules": "transformers", "score_threshold": 0.5})
+    assert config.model_spec() == {"backend": "mask2former", "weights": "org/model",
+                                   "allow_download": True, "cache_dir": "/cache",
+                                   "label_set": "cityscapes"}
+    assert config.inference_overrides() == {"score_threshold": 0.5, "rules": "transformers"}
+    # Defaults are left out, so a registered backend that does not know them still builds.
+    assert PredictorConfig(backend="other", weights="w").model_spec() == {
+        "backend": "other", "weights": "w"}
+    with pytest.raises(ValueError, match=r"\['allow_download'\] apply to pretrained"):
+        PredictorConfig(allow_download=True)
+
+
+def test_predictor_passes_pretrained_options(tiny_dir, tmp_path, monkeypatch):
+    predictor = Predictor(backend="mask2former", weights=str(tiny_dir), device="cpu",
+                          pretrained_label_set="custom",
+                          inference={"rules": "transformers", "score_threshold": 0.0})
+    assert predictor.label_set.name.startswith("custom")  # not the COCO table
+    assert predictor.inference_params()["rules"] == "transformers"
+    assert predictor.inference_params()["score_threshold"] == 0.0
+    result = predictor(rgb(50, 70, 14))
+    assert result.ids.shape == (50, 70)
+    assert {s.category_id for s in result.segments} <= set(predictor.label_set.ids.tolist())
+    # cache_dir reaches the loader: a hub id missing from that cache fails offline, naming it.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError) as err:
+        Predictor(backend="mask2former", weights="nonexistent-org/nonexistent-model",
+                  device="cpu", cache_dir=str(tmp_path))
+    assert str(tmp_path) in str(err.value) and "allow_download" in str(err.value)

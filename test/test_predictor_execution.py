@@ -1,34 +1,24 @@
-"""The Predictor's fast path, pinned down on the CPU where it is observable: autocast dtype per
-device and precision, channels-last network input, bf16 runs, torch.compile wiring, strided
-frames; and the pretrained-backend options from PredictorConfig and ``panoptic-ros infer``."""
+"""How the Predictor runs the network, pinned down on the CPU where it is observable: autocast
+dtype per device and precision, fp32 box geometry under autocast, mask-head bucketing,
+channels-last input, bf16 runs, torch.compile wiring, strided frames."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
 import pytest
 import torch
-from test_predictor import DETECT, LS, check, rgb
+from helpers import check, rgb, save_tiny_efficientps
 
-from panoptic_ros.categories import coco_panoptic
-from panoptic_ros.cli import main
-from panoptic_ros.data.coco_panoptic import CocoPanopticDataset, write_image
-from panoptic_ros.errors import ModelLoadError
-from panoptic_ros.inference import Predictor, PredictorConfig, autocast_dtype
-from panoptic_ros.models.checkpoint import save_checkpoint
-from panoptic_ros.models.efficientps import EfficientPSConfig
-from panoptic_ros.models.registry import build_model
+from panoptic_ros.inference import Predictor, autocast_dtype
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(11)
-    model = build_model("efficientps", EfficientPSConfig.from_dict(DETECT), LS)
-    return save_checkpoint(tmp_path_factory.mktemp("fast") / "narrow.pt", model)
+    return save_tiny_efficientps(tmp_path_factory.mktemp("fast") / "narrow.pt", seed=11)
 
 
 class Recorder:
@@ -199,76 +189,3 @@ def test_compile_inductor_matches_eager(checkpoint):
     torch.testing.assert_close(semantic, head_plain.outputs[0], atol=1e-4, rtol=1e-4)
     assert compiled(image).ids.shape == (64, 96)
     torch._dynamo.reset()
-
-
-# -- pretrained-backend options ----------------------------------------------------------
-def test_pretrained_options_are_mapped_in_one_place():
-    config = PredictorConfig(backend="mask2former", weights="org/model", allow_download=True,
-                             cache_dir="/cache", pretrained_label_set="cityscapes",
-                             inference={"rules": "transformers", "score_threshold": 0.5})
-    assert config.model_spec() == {"backend": "mask2former", "weights": "org/model",
-                                   "allow_download": True, "cache_dir": "/cache",
-                                   "label_set": "cityscapes"}
-    assert config.inference_overrides() == {"score_threshold": 0.5, "rules": "transformers"}
-    # Defaults are left out, so a registered backend that does not know them still builds.
-    assert PredictorConfig(backend="other", weights="w").model_spec() == {
-        "backend": "other", "weights": "w"}
-    with pytest.raises(ValueError, match=r"\['allow_download'\] apply to pretrained"):
-        PredictorConfig(allow_download=True)
-
-
-def test_predictor_passes_pretrained_options(tiny_dir, tmp_path, monkeypatch):
-    predictor = Predictor(backend="mask2former", weights=str(tiny_dir), device="cpu",
-                          pretrained_label_set="custom",
-                          inference={"rules": "transformers", "score_threshold": 0.0})
-    assert predictor.label_set.name.startswith("custom")  # not the COCO table
-    assert predictor.inference_params()["rules"] == "transformers"
-    assert predictor.inference_params()["score_threshold"] == 0.0
-    result = predictor(rgb(50, 70, 14))
-    assert result.ids.shape == (50, 70)
-    assert {s.category_id for s in result.segments} <= set(predictor.label_set.ids.tolist())
-    # cache_dir reaches the loader: a hub id missing from that cache fails offline, naming it.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelLoadError) as err:
-        Predictor(backend="mask2former", weights="nonexistent-org/nonexistent-model",
-                  device="cpu", cache_dir=str(tmp_path))
-    assert str(tmp_path) in str(err.value) and "allow_download" in str(err.value)
-
-
-def test_infer_cli_with_mask2former_backend(tiny_dir, tmp_path):
-    images = {"11": rgb(60, 90, 15), "12": rgb(80, 64, 16)}
-    src = tmp_path / "in"
-    for stem, img in images.items():
-        write_image(src / f"{stem}.png", img)
-    out = tmp_path / "out"
-    rc = main(["infer", "--backend", "mask2former", "--weights", str(tiny_dir),
-               "--input", str(src), "--output", str(out), "--device", "cpu",
-               "--label-set", "coco", "--rules", "mask2former", "--score-threshold", "0"])
-    assert rc == 0
-    data = json.loads((out / "predictions.json").read_text())
-    coco = coco_panoptic()
-    assert [c["id"] for c in data["categories"]] == coco.ids.tolist()
-    assert sorted(a["image_id"] for a in data["annotations"]) == [11, 12]
-    dataset = CocoPanopticDataset(out / "predictions.json", png_dir=out / "predictions",
-                                  label_set=coco)
-    predictor = Predictor(backend="mask2former", weights=str(tiny_dir), device="cpu",
-                          pretrained_label_set="coco", inference={"score_threshold": 0.0})
-    segments = 0
-    for stem, image in images.items():
-        expected = predictor(image)
-        back = dataset.load_result(int(stem))
-        assert back.ids.shape == image.shape[:2]
-        np.testing.assert_array_equal(back.ids, expected.ids)
-        assert [(s.id, s.area) for s in back.segments] == \
-            [(s.id, s.area) for s in expected.segments]
-        segments += len(back.segments)
-    assert segments > 0  # the random model's queries passed the zero score threshold
-
-
-def test_infer_cli_rejects_pretrained_options_for_efficientps(tmp_path, capsys):
-    write_image(tmp_path / "a.png", rgb(8, 8))
-    rc = main(["infer", "--input", str(tmp_path / "a.png"), "--output", str(tmp_path / "o"),
-               "--device", "cpu", "--allow-download"])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1
-    assert "['allow_download'] apply to pretrained backends (mask2former)" in err
