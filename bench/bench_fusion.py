@@ -9,8 +9,8 @@ logits under each detection, as a trained network has it.
 
 Ours: ``fuse`` (on the CPU box by box: paste, overlap filter and FL inside each box window;
 a blocked semantic pass without softmax) and the id map. Reference:
-``test/reference_fusion.py`` (one ``grid_sample`` paste per box, then one full-image pass per
-instance). The outputs must be identical: the reference fusion is run on
+``panoptic_ros/models/fusion/reference.py`` (one ``grid_sample`` paste per box, then one
+full-image pass per instance). The outputs must be identical: the reference fusion is run on
 our pasted logits for that check (float rounding of the two pastes can flip a pixel whose
 logit is ~0; those pixels are counted and printed for the reference's own paste).
 
@@ -32,13 +32,15 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "test"))
 
 from _host import host_line  # noqa: E402
-from reference_fusion import reference_fusion, reference_paste  # noqa: E402
 
 from panoptic_ros.categories import cityscapes  # noqa: E402
 from panoptic_ros.models.fusion import STRATEGIES, fuse, paste_mask_logits  # noqa: E402
+from panoptic_ros.models.fusion.reference import (  # noqa: E402
+    reference_fusion,
+    reference_paste,
+)
 
 LABELS = cityscapes()
 DIVISOR = 1000

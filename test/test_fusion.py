@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_fusion import reference_fusion, reference_paste
 
 from panoptic_ros.categories import LabelSet, synthetic
 from panoptic_ros.models.efficientps.config import FusionConfig
@@ -26,6 +25,7 @@ from panoptic_ros.models.fusion import (
 from panoptic_ros.models.fusion import semantic as dense_pass
 from panoptic_ros.models.fusion.overlap import claim
 from panoptic_ros.models.fusion.paste import paste_window, window_taps
+from panoptic_ros.models.fusion.reference import reference_fusion, reference_paste
 from panoptic_ros.result import PanopticResult, segment_stats
 
 LS = synthetic()  # stuff: sky 11, ground 12, wall 13, grass 14, water 15; things: person 1 ..

@@ -12,7 +12,7 @@ state what they guarantee:
 * :mod:`~panoptic_ros.models.fusion.semantic`: the one dense pass over the semantic logits;
 * :mod:`~panoptic_ros.models.fusion.assemble`: ids, scores and the :class:`PanopticResult`.
 
-The plain per-detection loop these must equal lives in ``test/reference_fusion.py``.
+The plain per-detection loop these must equal lives in ``reference.py`` beside this module.
 
 Rules (``strategy``):
 

@@ -1,7 +1,8 @@
-"""Plain, loop-per-instance panoptic fusion written straight from REFERENCES.md.
+"""Plain, loop-per-instance panoptic fusion written straight from the fusion rules: the spec.
 
-Slow and obvious on purpose: the tests compare the batched fusion of
-``panoptic_ros.models.fusion`` against it, and the fusion benchmark times both.
+Slow and obvious on purpose, and never on a frame's path: the tests compare the fast paths of
+:mod:`panoptic_ros.models.fusion` with it pixel for pixel, and ``bench/bench_fusion.py`` times
+both. It lives in the package (not under ``test/``) so that both import it the ordinary way.
 
 Inputs are the *pasted* mask logits (Tensor[K, H, W], 0 outside each box); pasting itself is
 checked separately against per-box ``grid_sample``.
