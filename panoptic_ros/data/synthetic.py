@@ -617,6 +617,7 @@ class _SceneBuilder:
         """
         rng = self.rng
         kind = rng.choice(["open", "yard", "shore", "indoor"], p=[0.3, 0.25, 0.2, 0.25])
+        self.kind = str(kind)  # read by the sequence renderer (no random draw)
         if kind == "indoor":
             return self._indoor()
         stuff, sky_line, horizon, base = self._sky_and_ground()
@@ -874,17 +875,34 @@ class _SceneBuilder:
 
     def _camera(self, image: np.ndarray) -> np.ndarray:
         """Exposure, vignetting-like light gradient, colour cast, sensor noise, lens blur."""
-        rng, h, w = self.rng, self.h, self.w
-        light = 0.85 + 0.3 * _lowfreq(rng, h, w, (1, 2))
-        gain = rng.uniform(0.8, 1.15) * _jitter(rng, (1, 1, 1), 0.05)
-        cv2.multiply(image, cv2.merge([light * g for g in gain.tolist()]), dst=image)
-        if self.cfg.noise_sigma > 0:
-            noise = rng.random((h, w), dtype=np.float32) - np.float32(0.5)
-            noise *= np.float32(3.46 * self.cfg.noise_sigma)
-            cv2.add(image, cv2.merge([noise, noise, noise]), dst=image)
-        image = cv2.GaussianBlur(image, (3, 3), 0.6)
-        np.maximum(image, 0, out=image)
-        return cv2.convertScaleAbs(image)  # rounds and saturates at 255
+        exposure = _exposure(self.rng, self.h, self.w)
+        return _sensor(image, exposure, self.rng, self.cfg.noise_sigma)
+
+
+def _exposure(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Per-pixel gain of a shot: light gradient x exposure x colour cast, ndarray[h, w, 3]."""
+    light = 0.85 + 0.3 * _lowfreq(rng, h, w, (1, 2))
+    gain = rng.uniform(0.8, 1.15) * _jitter(rng, (1, 1, 1), 0.05)
+    return cv2.merge([light * g for g in gain.tolist()])
+
+
+def _sensor(
+    image: np.ndarray, exposure: np.ndarray, rng: np.random.Generator, noise_sigma: float
+) -> np.ndarray:
+    """The camera's response: ``image`` (float32 RGB, modified) x ``exposure`` + noise, blur.
+
+    Returns:
+        ndarray[H, W, 3] uint8 RGB.
+    """
+    h, w = image.shape[:2]
+    cv2.multiply(image, exposure, dst=image)
+    if noise_sigma > 0:
+        noise = rng.random((h, w), dtype=np.float32) - np.float32(0.5)
+        noise *= np.float32(3.46 * noise_sigma)
+        cv2.add(image, cv2.merge([noise, noise, noise]), dst=image)
+    image = cv2.GaussianBlur(image, (3, 3), 0.6)
+    np.maximum(image, 0, out=image)
+    return cv2.convertScaleAbs(image)  # rounds and saturates at 255
 
 
 def _max_overlap(box, boxes) -> float:
