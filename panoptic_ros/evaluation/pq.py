@@ -90,7 +90,7 @@ class PQStat:
             fractions; a class with no segment on either side reports zeros and is not
             averaged (``n`` counts the averaged classes).
         """
-        cats = _category_things(categories)
+        cats = category_things(categories)
         pq = sq = rq = 0.0
         n = 0
         per_class = {}
@@ -124,7 +124,8 @@ class PQStat:
         return out
 
 
-def _category_things(categories: Mapping[int, Mapping] | LabelSet) -> dict[int, bool]:
+def category_things(categories: Mapping[int, Mapping] | LabelSet) -> dict[int, bool]:
+    """Category id -> is it a thing, from a COCO ``categories`` dict or a :class:`LabelSet`."""
     if isinstance(categories, LabelSet):
         return {c.id: c.is_thing for c in categories}
     return {int(k): v["isthing"] == 1 for k, v in categories.items()}
@@ -222,7 +223,40 @@ def pq_image(
     pred = _segment_arrays(pred_segments, pvals, "predicted", image_id)
     gt = _segment_arrays(gt_segments, gvals, "ground-truth", image_id)
     _check_segments(gt, pred, pvals, categories, image_id)
-    overlap = _Overlap.measure(joint, gvals, gt, pred)
+    return _score(gt, pred, _Overlap.measure(joint, gvals, gt, pred))
+
+
+def pq_counts(
+    inter: np.ndarray,
+    gt_cats: np.ndarray,
+    gt_crowd: np.ndarray,
+    gt_area: np.ndarray,
+    pred_cats: np.ndarray,
+    pred_area: np.ndarray,
+    pred_void: np.ndarray,
+) -> PQStat:
+    """PQ counts from pixel counts between segments already measured (the matching rules only).
+
+    The same rules as :func:`pq_image` for any kind of segment, e.g. the tubes of a video
+    window (:mod:`panoptic_ros.evaluation.vpq`).
+
+    Args:
+        inter: ndarray[Kg, Kp] pixels shared by each ground-truth and predicted segment.
+        gt_cats, gt_crowd, gt_area: ndarray[Kg] category ids, iscrowd flags and areas.
+        pred_cats, pred_area: ndarray[Kp] category ids and areas.
+        pred_void: ndarray[Kp] predicted pixels on ground-truth VOID.
+    """
+    kg, kp = len(gt_cats), len(pred_cats)
+    gt = _Segments(np.arange(kg), np.asarray(gt_cats, np.int64), np.asarray(gt_crowd, bool),
+                   np.asarray(gt_area, np.float64), np.arange(kg))
+    pred = _Segments(np.arange(kp), np.asarray(pred_cats, np.int64), np.zeros(kp, bool),
+                     np.asarray(pred_area, np.float64), np.arange(kp))
+    overlap = _Overlap(np.asarray(inter, np.float64), pred.area, np.asarray(pred_void, np.float64))
+    return _score(gt, pred, overlap)
+
+
+def _score(gt: _Segments, pred: _Segments, overlap: _Overlap) -> PQStat:
+    """Match, then count false negatives and false positives (the module docstring's rules)."""
     stat = PQStat()
     matched = _true_positives(stat, gt, pred, overlap)
     crowd_of_cat = _false_negatives(stat, gt, matched.any(axis=1))
