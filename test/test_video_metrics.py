@@ -4,13 +4,18 @@ and ``panoptic-ros eval`` on a video data set."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from panoptic_ros.cli import main
+from panoptic_ros.data.coco_panoptic import write_panoptic_png
 from panoptic_ros.evaluation.hota import ALPHAS, hota_sequence
+from panoptic_ros.evaluation.live import LiveVideoMetrics
 from panoptic_ros.evaluation.mot import mot_sequence
 from panoptic_ros.evaluation.pq import PQError, PQStat, pq_image
 from panoptic_ros.evaluation.sequence import Frame, SequenceCounts
@@ -388,3 +393,106 @@ def test_speed_60_frames_256x320():
         timings[name] = time.perf_counter() - start
     print(f"counts {measured:.3f} s", {k: round(v, 4) for k, v in timings.items()})
     assert measured < 2.0 and max(timings.values()) < 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The live accumulator equals the batch metrics on the frames seen so far
+# ---------------------------------------------------------------------------------------------
+def test_live_metrics_equal_batch_after_every_frame():
+    gt, pred = random_sequence(5, frames=10)
+    live = LiveVideoMetrics(CATS)
+    frames = as_frames(gt, pred)
+    for t, (g, p) in enumerate(frames):
+        snap = live.update(g.ids, g.segments, p.ids, p.segments)
+        counts = SequenceCounts.of(frames[: t + 1], CATS)
+        batch = stq_sequence(counts).results()
+        assert snap.frames == t + 1
+        assert (snap.stq, snap.aq, snap.sq) == pytest.approx(
+            (batch["stq"], batch["aq"], batch["sq"]), abs=1e-12)
+        assert snap.id_switches == mot_sequence(counts).switches
+        assert snap.gt_tracks == batch["tracks"]
+    assert snap.id_switches > 0
+    live.reset()
+    g, p = frames[0]
+    assert live.update(g.ids, g.segments, p.ids, p.segments).frames == 1
+
+
+def test_live_update_is_cheap():
+    gt, pred = random_sequence(11, frames=30, h=256, w=320, objects=20)
+    live = LiveVideoMetrics(CATS)
+    frames = as_frames(gt, pred)
+    start = time.perf_counter()
+    for g, p in frames:
+        live.update(g.ids, g.segments, p.ids, p.segments)
+    per_frame = (time.perf_counter() - start) / len(frames)
+    print(f"live update {1000 * per_frame:.2f} ms per 256x320 frame")
+    assert per_frame < 0.02
+
+
+# ---------------------------------------------------------------------------------------------
+# panoptic-ros eval on a video data set written here
+# ---------------------------------------------------------------------------------------------
+def write_video_set(root: Path, name: str, videos: dict[str, np.ndarray],
+                    track_ids: bool) -> Path:
+    """COCO panoptic video JSON + PNGs (``<video>/<frame:06d>.png``) of label-image sequences."""
+    images, annotations = [], []
+    for video, labels in videos.items():
+        for t, label in enumerate(labels):
+            file_name = f"{video}/{t:06d}.png"
+            image_id = f"{video}_{t:06d}"
+            write_panoptic_png(root / name / file_name, label)
+            segs = []
+            for s in frame(label).segments:
+                seg = {**s, "area": int((label == s["id"]).sum())}
+                if track_ids:
+                    seg["track_id"] = s["id"] % DIV if CATS[s["category_id"]]["isthing"] else 0
+                segs.append(seg)
+            images.append({"id": image_id, "file_name": file_name.replace(".png", ".jpg"),
+                           "video_id": video, "frame_index": t,
+                           "height": label.shape[0], "width": label.shape[1]})
+            annotations.append({"image_id": image_id, "file_name": file_name,
+                                "segments_info": segs})
+    data = {"images": images, "annotations": annotations,
+            "categories": [{"name": str(c), **v} for c, v in CATS.items()]}
+    path = root / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_eval_cli_reports_video_metrics(tmp_path, capsys):
+    seqs = {f"seq{i}": random_sequence(20 + i, frames=6) for i in range(2)}
+    gt_json = write_video_set(tmp_path, "panoptic", {v: s[0] for v, s in seqs.items()}, False)
+    # Predictions written in another frame order and with other image ids: paired by file name.
+    pred_json = write_video_set(tmp_path, "predictions",
+                                {v: s[1] for v, s in reversed(seqs.items())}, True)
+    pred = json.loads(pred_json.read_text())
+    for ann in pred["annotations"]:
+        ann["image_id"] = "p_" + ann["image_id"]
+    pred_json.write_text(json.dumps(pred))
+    out = tmp_path / "results.json"
+    rc = main(["eval", "--gt-json", str(gt_json), "--pred-json", str(pred_json),
+               "--out", str(out), "--workers", "2"])
+    text = capsys.readouterr().out
+    print(text)
+    assert rc == 0
+    expected = evaluate_video([as_frames(*s) for s in seqs.values()], CATS)
+    results = json.loads(out.read_text())
+    video = results["video"]
+    assert video["sequences"] == 2 and video["frames"] == 12
+    assert video["stq"]["stq"] == pytest.approx(expected["stq"]["stq"])
+    assert video["vpq"]["All"]["vpq"] == pytest.approx(expected["vpq"]["All"]["vpq"])
+    assert video["vpq"]["All"]["k"] == [1, 5]  # no window of 10 or 15 frames
+    assert video["tracking"] == pytest.approx(expected["tracking"])
+    assert video["hota"] == pytest.approx(expected["hota"])
+    # Image PQ beside it, and VPQ^1 equals it (areas in the JSON are the pixel counts).
+    assert results["All"]["pq"] == pytest.approx(video["vpq"]["k"]["1"]["All"]["pq"])
+    for word in ("STQ", "VPQ", "IDF1", "ID switches", "per 100 GT tracks", "HOTA", "PQ"):
+        assert word in text
+
+
+def test_eval_cli_video_missing_prediction(tmp_path, capsys):
+    gt, pred = random_sequence(30, frames=3)
+    gt_json = write_video_set(tmp_path, "panoptic", {"a": gt}, False)
+    pred_json = write_video_set(tmp_path, "predictions", {"a": pred[:2]}, True)
+    rc = main(["eval", "--gt-json", str(gt_json), "--pred-json", str(pred_json)])
+    assert rc == 2 and "a/000002.png" in capsys.readouterr().err

@@ -1,5 +1,11 @@
 """``panoptic-ros eval``: PQ / SQ / RQ of COCO panoptic predictions against ground truth.
 
+Video ground truth (every ``images[]`` entry has ``video_id`` and ``frame_index``, PNGs named
+``<video>/<frame:06d>.png``, thing ids persistent across a video's frames) adds the video
+metrics: STQ (AQ, SQ), VPQ (k = 1, 5, 10, 15 and their mean), IDF1, ID switches, MOTA and HOTA
+(:mod:`panoptic_ros.evaluation.video`). Prediction frames are then paired with ground-truth
+frames by ``file_name``, and predicted thing segment ids that persist across frames are tracks.
+
 PNG folders follow the COCO panoptic convention (panopticapi's): a JSON's PNGs lie in the folder
 named after it without ``.json`` (``out/predictions.json`` -> ``out/predictions/``, as
 ``panoptic-ros infer`` writes them); ``--gt-dir`` / ``--pred-dir`` name another folder.
@@ -13,10 +19,13 @@ import os
 import time
 from pathlib import Path
 
+from panoptic_ros.data.coco_panoptic import load_json
 from panoptic_ros.errors import UserError
 from panoptic_ros.evaluation.pq import format_results, pq_compute_files
+from panoptic_ros.evaluation.video import format_video_results, is_video, video_compute_files
 
-HELP = "evaluate COCO panoptic predictions (PQ/SQ/RQ, panopticapi rules)"
+HELP = ("evaluate COCO panoptic predictions (PQ/SQ/RQ, panopticapi rules; on video ground "
+        "truth also STQ, VPQ, IDF1, ID switches, HOTA)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +59,7 @@ def png_dir(json_path: Path, given: Path | None, what: str, flag: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate, print the table, optionally write the JSON."""
+    """Evaluate, print the tables, optionally write the JSON (video metrics under "video")."""
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     start = time.perf_counter()
@@ -59,9 +68,14 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{what} not found: {path}")
     gt_dir = png_dir(args.gt_json, args.gt_dir, "ground-truth", "--gt-dir")
     pred_dir = png_dir(args.pred_json, args.pred_dir, "prediction", "--pred-dir")
+    video = is_video(load_json(args.gt_json, "ground-truth JSON"))
     results = pq_compute_files(args.gt_json, gt_dir, args.pred_json, pred_dir,
-                               workers=args.workers)
+                               workers=args.workers, by_file_name=video)
     print(format_results(results))
+    if video:
+        results["video"] = video_compute_files(args.gt_json, gt_dir, args.pred_json, pred_dir,
+                                               workers=args.workers)
+        print(format_video_results(results["video"]))
     print(f"Time elapsed: {time.perf_counter() - start:0.2f} seconds")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

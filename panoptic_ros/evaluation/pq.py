@@ -411,6 +411,7 @@ def pq_compute_files(
     pred_json: str | Path,
     pred_dir: str | Path | None,
     workers: int = 1,
+    by_file_name: bool = False,
 ) -> dict:
     """Evaluate a COCO panoptic prediction set against ground truth, like panopticapi.
 
@@ -419,6 +420,8 @@ def pq_compute_files(
             the ones scored.
         gt_dir, pred_dir: PNG folders; ``None`` means the JSON path without ``.json``.
         workers: threads reading and scoring images (PNG decoding releases the GIL).
+        by_file_name: pair annotations by their PNG ``file_name`` instead of ``image_id`` (video
+            data sets, whose predictions are written one video at a time).
 
     Returns:
         panopticapi's results dict: ``{"All"|"Things"|"Stuff": {"pq", "sq", "rq", "n"},
@@ -440,14 +443,16 @@ def pq_compute_files(
     try:
         categories = {int(c["id"]): c for c in gt["categories"]}
         gt_anns = list(gt["annotations"])
-        pred_anns = {a["image_id"]: a for a in pred["annotations"]}
+        key = "file_name" if by_file_name else "image_id"
+        pred_anns = {a[key]: a for a in pred["annotations"]}
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"malformed COCO panoptic JSON (missing {err})") from None
     jobs = []
     for ann in gt_anns:
-        if ann.get("image_id") not in pred_anns:
-            raise UserError(f"no prediction for the image with id: {ann.get('image_id')}")
-        jobs.append((ann, pred_anns[ann["image_id"]], gt_dir, pred_dir, categories))
+        if ann.get(key) not in pred_anns:
+            what = "file name" if by_file_name else "id"
+            raise UserError(f"no prediction for the image with {what}: {ann.get(key)}")
+        jobs.append((ann, pred_anns[ann[key]], gt_dir, pred_dir, categories))
     stat = PQStat()
     try:
         if workers > 1:

@@ -138,7 +138,7 @@ def video_compute_files(
     """Evaluate a COCO panoptic video prediction set against video ground truth.
 
     A prediction annotation belongs to the ground-truth annotation with the same ``file_name``
-    (``<video>/<frame:06d>.png``), else with the same ``image_id``. Segment ids are read from
+    (``<video>/<frame:06d>.png``). Segment ids are read from
     the PNGs and categories from ``segments_info``: predicted thing ids that persist across
     frames are tracks.
 
@@ -164,11 +164,10 @@ def video_compute_files(
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"malformed COCO panoptic JSON (missing {err})") from None
     by_name = {a.get("file_name"): a for a in pred_anns}
-    by_id = {a.get("image_id"): a for a in pred_anns}
     videos = video_annotations(gt)
 
     def frame_pair(gt_ann: dict) -> tuple[Frame, Frame]:
-        pred_ann = by_name.get(gt_ann.get("file_name")) or by_id.get(gt_ann.get("image_id"))
+        pred_ann = by_name.get(gt_ann.get("file_name"))
         if pred_ann is None:
             raise UserError(f"no prediction for the frame {gt_ann.get('file_name')!r}")
         return (Frame(read_panoptic_runs(Path(gt_dir) / gt_ann["file_name"]),
@@ -202,7 +201,8 @@ def format_video_results(results: Mapping) -> str:
         "-" * (14 + 7 * (len(ks) + 1)),
     ]
     for name in ("All", "Things", "Stuff"):
-        cells = "  ".join(f"{100 * vpq['k'][k][name]['pq']:5.1f}" for k in ks)
+        cells = "  ".join(f"{100 * vpq['k'][k][name]['pq']:5.1f}" if vpq["k"][k][name]["n"]
+                          else f"{'-':>5s}" for k in ks)  # "-": no window that long
         lines.append(f"{name:10s}| {cells}  {100 * vpq[name]['vpq']:5.1f}")
     lines += [
         f"IDF1 {100 * mot['idf1']:5.1f}  ID switches {mot['id_switches']} "
