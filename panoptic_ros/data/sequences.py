@@ -70,6 +70,7 @@ from panoptic_ros.data.synthetic import (
     _draw_car,
     _draw_person,
     _exposure,
+    _max_overlap,
     _sensor,
     _Thing,
     _SceneBuilder,
@@ -285,7 +286,7 @@ class _SequenceRenderer:
         self.frame_seed = frame_seed
         h, w = config.height, config.width
         self.builder = _SceneBuilder(rng, config.scene_config())
-        stuff, floor, _ = self.builder._layout()
+        stuff, floor, painted_horizon = self.builder._layout()
         self.stuff = stuff
         self.camera = CameraCalibration.pinhole(
             w, h, float(rng.uniform(*config.hfov_deg)), name="synthetic")
@@ -293,7 +294,8 @@ class _SequenceRenderer:
         self.pitch = self._pitch(rng, stuff)
         self.far_m = float(rng.uniform(30.0, 60.0))
         self.stuff_depth = self._stuff_depth(stuff)
-        self.background = self.builder._paint_stuff(stuff, floor, self._horizon_row())
+        # Textures use the layout's own horizon, so they look as in single scenes.
+        self.background = self.builder._paint_stuff(stuff, floor, painted_horizon)
         self.builder._clutter(self.background, stuff)
         self.exposure = _exposure(rng, h, w)
         floor_row = float(np.clip(floor, 0.2 * h, 0.85 * h)) + 0.03 * h
@@ -302,14 +304,15 @@ class _SequenceRenderer:
     # -- geometry -------------------------------------------------------------------------
     def _pitch(self, rng: np.random.Generator, stuff: np.ndarray) -> float:
         """Camera pitch from the layout: the horizon sits just above the highest ground pixel
-        (open country, shore), or the back wall / room wall is 8..25 m / 5..12 m away."""
+        (open country, shore), or the back wall / hall wall is 15..35 m / 10..25 m away (far
+        enough for things at the distances that give them single-scene pixel sizes)."""
         flat = np.isin(stuff, _FLAT)
         tops = np.where(flat.any(axis=0), flat.argmax(axis=0), self.cfg.height)
         top = float(tops.min())
         cam = self.camera
         if self.builder.kind in ("yard", "indoor"):
-            distance = rng.uniform(8.0, 25.0) if self.builder.kind == "yard" else \
-                rng.uniform(5.0, 12.0)
+            distance = rng.uniform(15.0, 35.0) if self.builder.kind == "yard" else \
+                rng.uniform(10.0, 25.0)
             return math.atan2(self.camera_height, distance) - math.atan((top - cam.cy) / cam.fy)
         return math.atan((cam.cy - (top - 1.0)) / cam.fy)
 
@@ -361,6 +364,7 @@ class _SequenceRenderer:
         z_floor = float(self.camera_height * forward[0] / down[0]) if down[0] > 1e-9 else 1e9
         counters: dict[int, int] = {}
         objects = []
+        boxes: list[tuple[float, float, float, float]] = []  # pixel boxes at frame 0
         for _ in range(int(rng.integers(cfg.min_things, cfg.max_things + 1))):
             cat = int(rng.choice([PERSON, CAR, BOX, BALL]))
             appearance = int(rng.integers(2**62))
@@ -390,10 +394,21 @@ class _SequenceRenderer:
                     heading = rng.uniform(0.0, 2.0 * math.pi)
                     vx, vz = float(speed * math.cos(heading)), float(speed * math.sin(heading))
                     vz = float(np.clip(vz, (near - z0) / _PLAN_S, (far - z0) / _PLAN_S))
-            if vx != 0.0 and rng.random() < 0.35:  # enters from the side it moves away from
-                u0 = cam.width * (rng.uniform(-0.35, -0.1) if vx > 0 else rng.uniform(1.1, 1.35))
-            else:
-                u0 = rng.uniform(-0.05, 1.05) * cam.width
+            entering = vx != 0.0 and rng.random() < 0.35
+            # Start where it overlaps earlier things little (as single scenes are placed);
+            # paths cross later.
+            px_h, px_w = (e * cam.fy * draw_m / foot_z / _REF_PX for e in ext)
+            v0 = float(cam.project(self._foot(0.0, z0))[1])
+            for _attempt in range(6):
+                if entering:  # from the side it moves away from
+                    u0 = cam.width * (rng.uniform(-0.35, -0.1) if vx > 0 else
+                                      rng.uniform(1.1, 1.35))
+                else:
+                    u0 = rng.uniform(-0.05, 1.05) * cam.width
+                box = (u0 - px_w / 2, v0 - px_h, u0 + px_w / 2, v0)
+                if _max_overlap(box, boxes) <= self.builder.cfg.max_overlap:
+                    break
+            boxes.append(box)
             x0 = float((u0 - cam.cx) * foot_z / cam.fx)
             counters[cat] = counters.get(cat, 0) + 1
             objects.append(_Object(cat * cfg.label_divisor + counters[cat], cat, appearance,
