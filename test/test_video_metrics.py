@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from panoptic_ros.cli import main
 from panoptic_ros.data.coco_panoptic import write_panoptic_png
@@ -20,7 +23,7 @@ from panoptic_ros.evaluation.mot import mot_sequence
 from panoptic_ros.evaluation.pq import PQError, PQStat, pq_image
 from panoptic_ros.evaluation.sequence import Frame, SequenceCounts
 from panoptic_ros.evaluation.stq import stq_sequence
-from panoptic_ros.evaluation.video import evaluate_video
+from panoptic_ros.evaluation.video import evaluate_video, is_video, video_annotations
 from panoptic_ros.evaluation.vpq import vpq_results, vpq_sequence
 
 PERSON, CAR, SKY, GROUND = 1, 2, 10, 11
@@ -496,3 +499,56 @@ def test_eval_cli_video_missing_prediction(tmp_path, capsys):
     pred_json = write_video_set(tmp_path, "predictions", {"a": pred[:2]}, True)
     rc = main(["eval", "--gt-json", str(gt_json), "--pred-json", str(pred_json)])
     assert rc == 2 and "a/000002.png" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties: the parsers, and invariance to how predicted tracks are numbered
+# ---------------------------------------------------------------------------------------------
+LABEL_VALUES = [0, PERSON * DIV, PERSON * DIV + 1, PERSON * DIV + 2, CAR * DIV + 5, SKY * DIV,
+                GROUND * DIV]
+
+
+@settings(max_examples=50, deadline=None)
+@given(arrays(np.int64, st.tuples(st.integers(1, 6), st.integers(1, 7)),
+              elements=st.sampled_from(LABEL_VALUES)))
+def test_from_label_image_lists_every_segment(label):
+    f = frame(label)
+    assert np.array_equal(f.ids.to_dense(), label)
+    assert {s["id"] for s in f.segments} == set(np.unique(label).tolist()) - {0}
+    for s in f.segments:
+        cat, inst = divmod(s["id"], DIV)
+        assert s["category_id"] == cat
+        assert s["iscrowd"] == int(CATS[cat]["isthing"] == 1 and inst == 0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.dictionaries(st.sampled_from(["a", "b", "c10"]), st.integers(1, 5), min_size=1),
+       st.randoms(use_true_random=False))
+def test_video_annotations_group_by_video_in_frame_order(lengths, rnd):
+    images = [{"id": f"{v}/{t}", "video_id": v, "frame_index": t}
+              for v, n in lengths.items() for t in range(n)]
+    anns = [{"image_id": i["id"], "file_name": i["id"] + ".png"} for i in images]
+    rnd.shuffle(images)
+    rnd.shuffle(anns)
+    gt = {"images": images, "annotations": anns}
+    assert is_video(gt)
+    grouped = video_annotations(gt)
+    assert list(grouped) == sorted(lengths)
+    for v, n in lengths.items():
+        assert [a["image_id"] for a in grouped[v]] == [f"{v}/{t}" for t in range(n)]
+    assert not is_video({"images": [{"id": 1}], "annotations": []})
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_metrics_do_not_depend_on_track_numbering(seed):
+    gt, pred = random_sequence(seed % 1000, frames=8)
+    perm = np.random.default_rng(seed).permutation(DIV - 1) + 1  # instance ids 1..999, renamed
+    cat, inst = np.divmod(pred, DIV)
+    renamed = np.where(inst > 0, cat * DIV + perm[np.maximum(inst - 1, 0)], pred)
+    a = evaluate_video([as_frames(gt, pred)], CATS, ks=(1, 5))
+    b = evaluate_video([as_frames(gt, renamed)], CATS, ks=(1, 5))
+    for key in ("stq", "aq", "sq", "tracks"):
+        assert b["stq"][key] == pytest.approx(a["stq"][key])
+    assert b["tracking"] == pytest.approx(a["tracking"]) and b["hota"] == pytest.approx(a["hota"])
+    assert b["vpq"]["All"]["vpq"] == pytest.approx(a["vpq"]["All"]["vpq"])
