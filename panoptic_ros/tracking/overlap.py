@@ -1,0 +1,122 @@
+"""Mask overlaps of every track with every detection from joint histograms.
+
+Each track's last observed mask, shifted by its predicted motion, is painted into a label
+canvas (``0`` = no track, ``k + 1`` = track ``k``). Predicted masks may overlap (two people
+crossing), and one canvas holds one label per pixel, so the masks are spread over as few
+*layers* as keep every layer's boxes disjoint (usually one or two): no mask hides another and
+each track's IoU is exactly that of its whole predicted mask. The current frame's detections are
+turned into a compact index map. Per layer one ``np.bincount`` over ``canvas * (D + 1) +
+detection`` gives every intersection and area at once, instead of one boolean mask per (track,
+detection) pair. All maps are read on every ``stride``-th pixel; a reference computing per-pair
+masks must subsample the same way to get the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Placement = tuple[int, int, np.ndarray]
+"""``(x0, y0, crop)``: a crop ndarray[h, w] bool with its top-left pixel at column ``x0``, row
+``y0`` of the image (may lie partly or wholly outside it)."""
+
+
+def layers(masks: Sequence[Placement]) -> list[list[int]]:
+    """Indices of ``masks`` grouped so that the boxes within a group are disjoint (greedy)."""
+    groups: list[list[int]] = []
+    boxes: list[list[tuple[int, int, int, int]]] = []
+    for k, (x0, y0, crop) in enumerate(masks):
+        box = (x0, y0, x0 + crop.shape[1], y0 + crop.shape[0])
+        for group, taken in zip(groups, boxes):
+            if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1]
+                   for b in taken):
+                group.append(k)
+                taken.append(box)
+                break
+        else:
+            groups.append([k])
+            boxes.append([box])
+    return groups
+
+
+def paint_masks(
+    shape: tuple[int, int], masks: Sequence[Placement], indices: Sequence[int]
+) -> np.ndarray:
+    """A label canvas of the masks ``indices`` (disjoint boxes, so the order does not matter).
+
+    Args:
+        shape: ``(H, W)`` of the image.
+        masks: every track's placement.
+        indices: which of ``masks`` to paint.
+
+    Returns:
+        ndarray[H, W] int32: ``k + 1`` on the pixels of mask ``k``, 0 elsewhere.
+    """
+    height, width = shape
+    canvas = np.zeros(shape, np.int32)
+    for k in indices:
+        x0, y0, crop = masks[k]
+        h, w = crop.shape
+        xa, ya = max(x0, 0), max(y0, 0)
+        xb, yb = min(x0 + w, width), min(y0 + h, height)
+        if xa >= xb or ya >= yb:
+            continue
+        view = canvas[ya:yb, xa:xb]
+        view[crop[ya - y0:yb - y0, xa - x0:xb - x0]] = k + 1
+    return canvas
+
+
+def detection_index(ids: np.ndarray, segment_ids: Sequence[int], stride: int) -> np.ndarray:
+    """Compact index map of chosen segments on the subsampled grid.
+
+    Args:
+        ids: ndarray[H, W] int32 panoptic label image.
+        segment_ids: pixel values of the detections, in detection order.
+        stride: subsampling step in both directions.
+
+    Returns:
+        ndarray[ceil(H/stride), ceil(W/stride)] int32: ``j + 1`` on pixels of detection ``j``,
+        0 elsewhere.
+    """
+    sub = ids[::stride, ::stride]
+    top = max(int(max(segment_ids, default=0)), 0)
+    lut = np.zeros(top + 2, np.int32)  # the last entry stands for every larger value
+    lut[np.asarray(segment_ids, dtype=np.int64)] = np.arange(1, len(segment_ids) + 1)
+    return lut[np.minimum(sub, top + 1)]
+
+
+def mask_ious(
+    shape: tuple[int, int], masks: Sequence[Placement], det_index: np.ndarray,
+    detections: int, stride: int,
+) -> np.ndarray:
+    """IoU of every placed mask with every detection, in subsampled pixels.
+
+    Args:
+        shape: ``(H, W)`` of the image.
+        masks: ``T`` placements (:data:`Placement`).
+        det_index: from :func:`detection_index` with the same ``stride``.
+        detections: ``D``, the number of detections indexed.
+        stride: subsampling step.
+
+    Returns:
+        ndarray[T, D] float64; 0 where both masks are empty.
+    """
+    bins = (len(masks) + 1) * (detections + 1)
+    hist = np.zeros(bins, np.int64)
+    for group in layers(masks):
+        canvas = paint_masks(shape, masks, group)[::stride, ::stride]
+        hist += np.bincount((canvas * (detections + 1) + det_index).reshape(-1), minlength=bins)
+    hist = hist.reshape(len(masks) + 1, detections + 1)
+    inter = hist[1:, 1:]
+    track_area = hist[1:].sum(axis=1)
+    det_area = np.bincount(det_index.reshape(-1), minlength=detections + 1)[1:]
+    return iou_from_counts(inter, track_area, det_area)
+
+
+def iou_from_counts(
+    inter: np.ndarray, track_area: np.ndarray, det_area: np.ndarray
+) -> np.ndarray:
+    """ndarray[T, D] float64 IoU from pixel counts; 0 where both masks are empty."""
+    union = track_area[:, None] + det_area[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
