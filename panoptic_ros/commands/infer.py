@@ -5,6 +5,13 @@ the categories) and ``OUTPUT/predictions/<stem>.png`` (segment ids as RGB): the 
 named after the JSON without ``.json``, the COCO panoptic convention that ``panoptic-ros eval``
 follows, so ``eval --pred-json OUTPUT/predictions.json`` finds the PNGs with no other flag. An
 image's id is its file stem as an integer when the stem is one, else the stem.
+
+With ``--track`` the images are one video in file-name order: frame ``k`` has the stamp
+``k / --rate`` seconds, and each result goes through the tracker
+(:class:`panoptic_ros.tracking.TrackedPredictor`), so a thing's segment id (its pixel value
+``category * label_divisor + track instance number``) stays the same in every frame where the
+object is tracked, and its ``segments_info`` entry carries ``track_id`` and ``track_age``
+(seconds since first seen).
 """
 
 from __future__ import annotations
@@ -43,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="minimum score of a detection / query (default: the model's)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network (the first image pays the compilation)")
+    tracking = parser.add_argument_group("tracking (a folder as one video)")
+    tracking.add_argument("--track", action="store_true",
+                          help="treat the images, in file-name order, as one video: thing ids "
+                               "persist across frames, segments carry track_id and track_age")
+    tracking.add_argument("--rate", type=float, default=10.0, metavar="HZ",
+                          help="frame rate of the video for --track: frame k is at k/HZ s "
+                               "(default 10)")
     pretrained = parser.add_argument_group("pretrained backends (mask2former)")
     pretrained.add_argument("--allow-download", action="store_true",
                             help="let a hub model id missing from the local cache download")
@@ -92,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         read_image,
     )
     from panoptic_ros.inference import Predictor, PredictorConfig
+    from panoptic_ros.tracking import TrackedPredictor, Tracker
 
     images = find_images(args.input)
     ids: dict[int | str, Path] = {}
@@ -104,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.output.is_dir():
         raise UserError(f"output {args.output} exists and is not a folder")
     input_size = parse_input_size(args.input_size)
+    if args.track and not (args.rate > 0 and args.rate < float("inf")):
+        raise UserError(f"--rate must be a positive number of frames per second, got {args.rate}")
     try:
         predictor = Predictor(PredictorConfig(
             backend=args.backend, weights=args.weights, device=args.device,
@@ -114,13 +131,15 @@ def run(args: argparse.Namespace) -> int:
         ))
     except (ModelLoadError, ValueError) as err:
         raise UserError(f"cannot load the model: {err}") from None
+    step = TrackedPredictor(predictor, Tracker() if args.track else None)
     writer = CocoPanopticWriter(args.output, predictor.label_set, json_name=PRED_JSON,
                                 png_dir_name=Path(PRED_JSON).stem)
     progress = tqdm(ids.items(), total=len(ids), unit="img", disable=len(ids) < 2,
                     desc="infer")
-    for image_id, path in progress:
-        result = predictor(read_image(path))
+    for frame, (image_id, path) in enumerate(progress):
+        result = step(read_image(path), stamp=frame / args.rate)
         writer.add(image_id, result, image_suffix=path.suffix)
     json_path = writer.close()
-    print(f"wrote {len(ids)} prediction(s): {json_path} and {writer.png_dir}/")
+    tracked = f", {step.tracker.last_track_id} track(s)" if args.track else ""
+    print(f"wrote {len(ids)} prediction(s){tracked}: {json_path} and {writer.png_dir}/")
     return 0
