@@ -51,3 +51,13 @@ def tiny_dir(tmp_path_factory) -> Path:
     from helpers import save_tiny_mask2former
 
     return save_tiny_mask2former(tmp_path_factory.mktemp("tiny_m2f"))
+
+
+@pytest.fixture(scope="module")
+def graph():
+    """A test-side ROS graph (:class:`ros_harness.Graph`) for one test module, closed after it."""
+    from ros_harness import Graph
+
+    g = Graph()
+    yield g
+    g.close()

@@ -42,6 +42,9 @@ from panoptic_ros.result import PanopticResult
 from panoptic_ros.ros.conversions import array_to_image, image_to_array
 
 NODE = "/panoptic_segmentation"
+# Lifecycle transitions.
+CONFIGURE, ACTIVATE = Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE
+DEACTIVATE, CLEANUP = Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP
 IMAGE_TOPIC = "/test_camera/image"
 H, W = 48, 64
 LS = synthetic()

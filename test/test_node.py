@@ -49,13 +49,6 @@ pytestmark = pytest.mark.ros
 
 # -- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def graph():
-    g = Graph()
-    yield g
-    g.close()
-
-
-@pytest.fixture(scope="module")
 def node(tmp_path_factory, graph):
     tmp = tmp_path_factory.mktemp("panoptic_node")
     params = write_params(tmp / "params.yaml", overlay_alpha=0.5)

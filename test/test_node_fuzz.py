@@ -27,6 +27,10 @@ import pytest
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from ros_harness import (
+    ACTIVATE,
+    CLEANUP,
+    CONFIGURE,
+    DEACTIVATE,
     NODE,
     Graph,
     H,
@@ -43,18 +47,9 @@ from panoptic_ros.ros.conversions import array_to_image
 
 pytestmark = pytest.mark.ros
 
-CONFIGURE, ACTIVATE = Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE
-DEACTIVATE, CLEANUP = Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP
 MAX = 2**31 - 1
 HUGE_TEXT = 2**20  # characters of a "huge" string parameter
 BATTERY: Counter[str] = Counter()  # category -> cases run
-
-
-@pytest.fixture(scope="module")
-def graph():
-    g = Graph()
-    yield g
-    g.close()
 
 
 @pytest.fixture(scope="module")

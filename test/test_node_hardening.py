@@ -14,8 +14,11 @@ from pathlib import Path
 
 import cv2
 import pytest
-from lifecycle_msgs.msg import Transition
 from ros_harness import (
+    ACTIVATE,
+    CLEANUP,
+    CONFIGURE,
+    DEACTIVATE,
     Graph,
     check_panoptic,
     image_msg,
@@ -26,15 +29,6 @@ from sensor_msgs.msg import CompressedImage
 
 pytestmark = pytest.mark.ros
 
-CONFIGURE, ACTIVATE = Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE
-DEACTIVATE, CLEANUP = Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP
-
-
-@pytest.fixture(scope="module")
-def graph():
-    g = Graph()
-    yield g
-    g.close()
 
 
 @pytest.fixture(scope="module")

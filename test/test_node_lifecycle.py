@@ -13,8 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lifecycle_msgs.msg import Transition
-from ros_harness import Graph, image_msg, running_node, scene_rgb
+from ros_harness import (
+    ACTIVATE,
+    CLEANUP,
+    CONFIGURE,
+    DEACTIVATE,
+    image_msg,
+    running_node,
+    scene_rgb,
+)
 
 from panoptic_ros.inference import Predictor
 from panoptic_ros.models.checkpoint import save_checkpoint
@@ -24,15 +31,6 @@ from panoptic_ros.ros.conversions import image_to_array
 
 pytestmark = pytest.mark.ros
 
-CONFIGURE, ACTIVATE = Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE
-DEACTIVATE, CLEANUP = Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP
-
-
-@pytest.fixture(scope="module")
-def graph():
-    g = Graph()
-    yield g
-    g.close()
 
 
 # -- 3. every backend through the whole lifecycle ---------------------------------------------

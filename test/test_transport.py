@@ -19,20 +19,13 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, ros_env
-from ros_harness import Graph, running_node
+from ros_harness import running_node
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 PROFILE = REPO / "panoptic_ros" / "ros" / "fastdds_loopback.xml"
 CAMERA_TOPIC = "/test_camera/image"
 STARTS = 3
-
-
-@pytest.fixture(scope="module")
-def graph():
-    g = Graph()
-    yield g
-    g.close()
 
 
 def start_camera(tmp: Path, reliability: str, profile: bool, frames: int = 60):
