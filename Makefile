@@ -45,6 +45,9 @@ $(VENV)/.base: Makefile
 	$(PIP) install -q $(BUILD_REQS)
 	# PQ parity reference; its metadata pins numpy<2, which it does not need.
 	$(PIP) install -q --no-deps panopticapi-lite
+	# HOTA/IDF1 reference (test_video_metrics.py): its HOTA and Identity need numpy and scipy
+	# only; its metadata would add opencv-python (a GUI build beside our headless one).
+	$(PIP) install -q --no-deps trackeval==1.3.0
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.base $(PKG_SOURCES)

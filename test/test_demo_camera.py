@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 import rclpy  # noqa: E402
+from panoptic_ros.msg import PanopticSegmentation  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -22,7 +23,6 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from panoptic_ros.camera_model import depth_to_millimetres  # noqa: E402
 from panoptic_ros.data.sequences import SequenceConfig, generate_sequence  # noqa: E402
-from panoptic_ros.msg import PanopticSegmentation  # noqa: E402
 from panoptic_ros.ros.conversions import image_to_array  # noqa: E402
 from panoptic_ros.ros.demo.camera import DemoCamera  # noqa: E402
 from panoptic_ros.ros.messages import result_from_msg  # noqa: E402

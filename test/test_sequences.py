@@ -239,7 +239,8 @@ def test_yaml_round_trip_property(width, height, f, c, d, p, name):
 
 @settings(max_examples=60, deadline=None)
 @given(arrays(np.float32, (7, 9), elements=st.one_of(
-    st.floats(float(np.float32(0.001)), float(np.float32(65.5)), width=32), st.just(np.nan), st.just(np.inf),
+    st.floats(float(np.float32(0.001)), float(np.float32(65.5)), width=32), st.just(np.nan),
+    st.just(np.inf),
     st.floats(-10, 0, width=32), st.floats(66.0, 1e6, width=32))))
 def test_depth_millimetre_round_trip_property(depth):
     mm = depth_to_millimetres(depth)

@@ -34,8 +34,8 @@ def parse_size(text: str) -> tuple[int, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``synth``."""
     parser.add_argument("--out", required=True, type=Path,
-                        help="output folder: images/, panoptic/, panoptic.json (and depth/, camera_info/ "
-                        "for sequences)")
+                        help="output folder: images/, panoptic/, panoptic.json (and "
+                        "depth/, camera_info/ for sequences)")
     parser.add_argument("--count", type=int,
                         help="number of single-image scenes (or use --sequences)")
     parser.add_argument("--sequences", type=int,

@@ -71,9 +71,9 @@ from panoptic_ros.data.synthetic import (
     _draw_person,
     _exposure,
     _max_overlap,
+    _SceneBuilder,
     _sensor,
     _Thing,
-    _SceneBuilder,
 )
 from panoptic_ros.errors import UserError
 from panoptic_ros.result import PanopticResult
@@ -191,8 +191,10 @@ class SequenceFrame:
     pitch_rad: float = float("nan")
 
     def segments_info(self) -> list[dict]:
-        """COCO ``segments_info`` of the ground truth; things with ``position_m`` and
-        ``size_m`` (metres, rounded to 0.1 mm)."""
+        """COCO ``segments_info`` of the ground truth.
+
+        Things carry ``position_m`` and ``size_m`` (metres, rounded to 0.1 mm).
+        """
         _, info = self.result.to_coco()
         by_id = {o.id: o for o in self.objects if o.visible}
         for entry in info:
@@ -303,9 +305,12 @@ class _SequenceRenderer:
 
     # -- geometry -------------------------------------------------------------------------
     def _pitch(self, rng: np.random.Generator, stuff: np.ndarray) -> float:
-        """Camera pitch from the layout: the horizon sits just above the highest ground pixel
-        (open country, shore), or the back wall / hall wall is 15..35 m / 10..25 m away (far
-        enough for things at the distances that give them single-scene pixel sizes)."""
+        """Camera pitch from the layout.
+
+        The horizon sits just above the highest ground pixel (open country, shore), or the
+        back wall / hall wall is 15..35 m / 10..25 m away (far enough for things at the
+        distances that give them single-scene pixel sizes).
+        """
         flat = np.isin(stuff, _FLAT)
         tops = np.where(flat.any(axis=0), flat.argmax(axis=0), self.cfg.height)
         top = float(tops.min())

@@ -135,8 +135,10 @@ class DemoCamera(Node):
                    panoptic_msg(scene.result, empty, self._labels), None, None)
 
     def _sequence_frames(self):
-        """Sequences ``start_id``, ``start_id + 1``, ... of the seed: (image, ground truth,
-        depth 16UC1, camera info) messages."""
+        """Sequences ``start_id``, ``start_id + 1``, ... of the seed, as messages.
+
+        Yields (image, ground truth, depth 16UC1, camera info).
+        """
         empty = Header()
         cfg = self._scenes.config
         config = SequenceConfig(height=cfg.height, width=cfg.width,
