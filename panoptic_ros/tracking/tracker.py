@@ -262,15 +262,18 @@ class Tracker:
         cfg = self.config
         candidates = [s for s in result.segments
                       if s.is_thing and not s.iscrowd and s.score >= cfg.low_score]
+        # Every non-void pixel value is one of the result's segment ids: the largest pixel value.
+        self._top_id = max((s.id for s in result.segments), default=0)
         matched = self._associate(candidates, result.ids, stamp)
         tracked: dict[int, Track] = {}  # segment id -> its track
+        crops: dict[int, np.ndarray] = {}  # segment id -> its mask in its box
         ids = result.ids
         for k, det in enumerate(candidates):
             track = matched.get(k)
             if track is None and det.score < cfg.high_score:
                 continue  # low score, unmatched: starts no track
             x, y, w, h = det.bbox
-            crop = ids[y:y + h, x:x + w] == det.id
+            crop = crops[det.id] = ids[y:y + h, x:x + w] == det.id
             if track is not None:
                 track.observe(det, crop, stamp, ids.shape)
             else:
@@ -278,7 +281,7 @@ class Tracker:
                 if track is None:
                     continue
             tracked[det.id] = track
-        return self._relabel(result, tracked, stamp)
+        return self._relabel(result, tracked, crops, stamp)
 
     def _discontinuity(self, result: PanopticResult, stamp: float, frame_id: str) -> str | None:
         """Why the stream is not a continuation of the previous frames, or None."""
@@ -367,7 +370,7 @@ class Tracker:
         are counted on every ``config.stride``-th row and column.
         """
         stride = self.config.stride
-        index = detection_index(ids, [d.id for d in dets], stride)
+        index = detection_index(ids, [d.id for d in dets], stride, top=self._top_id)
         return mask_ious(ids.shape, [t.placement(stamp) for t in tracks], index, len(dets),
                          stride)
 
@@ -391,8 +394,12 @@ class Tracker:
 
     # -- output ---------------------------------------------------------------------------
     def _relabel(self, result: PanopticResult, tracked: dict[int, Track],
-                 stamp: float) -> PanopticResult:
-        """The result with thing pixels and segments renumbered (module doc)."""
+                 crops: dict[int, np.ndarray], stamp: float) -> PanopticResult:
+        """The result with thing pixels and segments renumbered (module doc).
+
+        Pixels are rewritten segment by segment inside its box (``crops``: masks already cut
+        for the tracked ones), cheaper than a lookup over the whole image.
+        """
         divisor = result.label_divisor
         held: dict[int, set[int]] = {}
         for track in self.tracks:
@@ -400,7 +407,7 @@ class Tracker:
         used: dict[int, set[int]] = {}
         for track in tracked.values():
             used.setdefault(track.category_id, set()).add(track.number)
-        segments, changes = [], {}
+        segments, changed = [], []
         for seg in result.segments:
             if not seg.is_thing:
                 segments.append(seg)
@@ -413,19 +420,21 @@ class Tracker:
                                    used.setdefault(seg.category_id, set()))
                 track_id, age = 0, 0.0
                 used[seg.category_id].add(number)
-            new_id = seg.category_id * divisor + number
-            if new_id != seg.id:
-                changes[seg.id] = new_id
-            segments.append(replace(seg, id=new_id, instance_id=number, track_id=track_id,
-                                    track_age=age))
+            new = replace(seg, id=seg.category_id * divisor + number, instance_id=number,
+                          track_id=track_id, track_age=age)
+            if new.id != seg.id:
+                changed.append((seg, new.id))
+            segments.append(new)
         segments.sort(key=lambda s: s.id)
         ids = result.ids
-        if changes:
-            # Every non-void pixel value is one of the result's segment ids.
-            lut = np.arange(max(s.id for s in result.segments) + 1, dtype=np.int32)
-            lut[np.fromiter(changes.keys(), np.int64, len(changes))] = np.fromiter(
-                changes.values(), np.int64, len(changes))
-            ids = lut[ids]
+        if changed:
+            ids = ids.copy()
+            for seg, new_id in changed:
+                x, y, w, h = seg.bbox
+                crop = crops.get(seg.id)
+                if crop is None:
+                    crop = result.ids[y:y + h, x:x + w] == seg.id
+                ids[y:y + h, x:x + w][crop] = new_id
         return PanopticResult(ids=ids, segments=segments, label_divisor=divisor)
 
 
