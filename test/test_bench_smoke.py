@@ -44,6 +44,10 @@ EXPECTED: dict[str, list[tuple[str, str | None]]] = {
                       (rf"^goal output age: p50 last/first ratio {NUMBER}x .*: (PASS|FAIL)$",
                        None),
                       (r"^goal errors: 0 \(", None)],
+    "bench_tracking.py": [(r"^host: .+ cores, flags ", None),
+                          (rf"^ratio reference / ours \(p50\) {NUMBER}x +identical associations$",
+                           None),
+                          (r"^goal <= 2\.0 ms/frame at 240x320: p50 .*: (PASS|FAIL)", None)],
 }
 DEFAULT = [(rf"ratio.*{NUMBER}", None)]
 TIMEOUT_S = 150
