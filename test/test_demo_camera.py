@@ -22,7 +22,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from panoptic_ros.camera_model import depth_to_millimetres  # noqa: E402
-from panoptic_ros.data.sequences import SequenceConfig, generate_sequence  # noqa: E402
+from panoptic_ros.data.sequences import (  # noqa: E402
+    SequenceConfig,
+    generate_sequence,
+    video_name,
+)
 from panoptic_ros.ros.conversions import image_to_array  # noqa: E402
 from panoptic_ros.ros.demo.camera import DemoCamera  # noqa: E402
 from panoptic_ros.ros.messages import result_from_msg  # noqa: E402
@@ -74,6 +78,8 @@ def test_camera_plays_sequences_with_depth_and_camera_info():
     for k, frame in enumerate(want):
         image, depth, info, truth = (got[key][k] for key in ("image", "depth", "info", "truth"))
         assert image.header == depth.header == info.header == truth.header
+        # Each video is a camera of its own: the tracker resets at the cut.
+        assert image.header.frame_id == f"camera_optical_frame_{video_name(3, k // frames)}"
         assert depth.encoding == "16UC1"
         np.testing.assert_array_equal(image_to_array(image), frame.image)
         np.testing.assert_array_equal(image_to_array(depth), depth_to_millimetres(frame.depth))

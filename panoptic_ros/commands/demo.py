@@ -63,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=6, help="contact sheet rows (default 6)")
     parser.add_argument("--seed", type=int, default=2026,
                         help="scene seed (default 2026; the demo model trained on 1000)")
+    parser.add_argument("--source", choices=("sequences", "scenes"), default="sequences",
+                        help="'sequences' (default: videos whose objects move and keep their "
+                             "ids; live STQ and ID switches) or 'scenes' (independent images)")
+    parser.add_argument("--frames-per-sequence", type=int, default=60, metavar="N",
+                        help="frames of each video (--source sequences, default 60)")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -160,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--rate must lie in (0, 1000] Hz, got {args.rate}")
     if not 1 <= args.rows <= 100:
         raise UserError(f"--rows must lie in 1..100, got {args.rows}")
+    if not 1 <= args.frames_per_sequence <= 100_000:
+        raise UserError(f"--frames-per-sequence must lie in 1..100000, got "
+                        f"{args.frames_per_sequence}")
     threads = args.threads if args.threads is not None else max(1, (os.cpu_count() or 2) - 1)
     if not 1 <= threads <= 1024:
         raise UserError(f"--threads must lie in 1..1024, got {threads}")
@@ -172,9 +180,12 @@ def run(args: argparse.Namespace) -> int:
     report.prepare_output(out)
     cfg = DemoConfig(output_dir=out.resolve(), weights=weights, duration_s=args.duration,
                      rate_hz=args.rate, height=height, width=width, device=args.device,
-                     cpu_threads=threads, seed=args.seed, sheet_rows=args.rows)
+                     cpu_threads=threads, seed=args.seed, source=args.source,
+                     frames_per_sequence=args.frames_per_sequence, sheet_rows=args.rows)
     model = {"demo": "bundled demo model", "": "random initialisation"}.get(weights, weights)
-    print(f"panoptic-ros demo: {height}x{width} synthetic scenes (seed {args.seed}) at "
+    what = (f"videos of {args.frames_per_sequence} frames" if args.source == "sequences"
+            else "scenes")
+    print(f"panoptic-ros demo: {height}x{width} synthetic {what} (seed {args.seed}) at "
           f"{args.rate:g} Hz for {args.duration:g} s -> panoptic_node ({model}, device "
           f"{args.device}); ROS_DOMAIN_ID={domain_id}, loopback only", flush=True)
     status = StatusLine(duration=args.duration)
@@ -190,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
     summary["config"] = {"duration_s": args.duration, "rate_hz": args.rate,
                          "size": [height, width], "weights": args.weights,
                          "device": args.device, "threads": threads, "seed": args.seed,
-                         "rows": args.rows}
+                         "source": args.source,
+                         "frames_per_sequence": args.frames_per_sequence, "rows": args.rows}
     summary["offline_eval_matches"] = report.offline_check(summary)
     summary_path = report.write_summary(out / report.SUMMARY_NAME, summary)
     print(report.format_summary(summary))

@@ -34,10 +34,11 @@ from std_msgs.msg import Header
 
 from panoptic_ros.camera_model import CameraCalibration, depth_to_millimetres
 from panoptic_ros.categories import synthetic
-from panoptic_ros.data.sequences import SequenceConfig, generate_sequence
+from panoptic_ros.data.sequences import SequenceConfig, generate_sequence, video_name
 from panoptic_ros.data.synthetic import SceneConfig, SceneGenerator
 from panoptic_ros.msg import PanopticSegmentation
 from panoptic_ros.ros.conversions import array_to_image
+from panoptic_ros.ros.demo.pairing import sequence_frame_id
 from panoptic_ros.ros.messages import panoptic_msg
 from panoptic_ros.ros.params import START, ParamSpec, declare_params
 from panoptic_ros.ros.spin import spin_main
@@ -63,7 +64,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     _spec("start_id", 0, "index of the first scene (or sequence) of the seed", 0, 2**31 - 1),
     _spec("height", 256, "image height, pixels", 32, 8192),
     _spec("width", 320, "image width, pixels", 32, 8192),
-    _spec("frame_id", "camera_optical_frame", "frame_id of the headers"),
+    _spec("frame_id", "camera_optical_frame", "frame_id of the headers; source 'sequences': "
+          "'<frame_id>_<video>' (e.g. camera_optical_frame_2026_0003), so that every video "
+          "looks like a camera of its own and a tracker resets at the cut"),
     _spec("prefetch", 16, "scenes generated ahead of publishing", 1, 1000),
     _spec("source", "scenes", "'scenes' (independent single images) or 'sequences' (videos "
           "with persistent ids, plus camera/depth and camera/camera_info)", choices=SOURCES),
@@ -114,7 +117,7 @@ class DemoCamera(Node):
         self._timer = self.create_timer(1.0 / float(p["rate"]), self._tick)
 
     def _produce(self) -> None:
-        """Generator thread: frames -> ready messages (image, truth, depth, info), no header."""
+        """Generator thread: frames -> ready messages (image, truth, depth, info, frame_id)."""
         frames = self._sequence_frames() if self.source == "sequences" else self._scene_frames()
         for messages in frames:
             while not self._stop.is_set():
@@ -127,17 +130,17 @@ class DemoCamera(Node):
                 return
 
     def _scene_frames(self):
-        """Independent scenes: (image, ground truth, None, None) messages."""
+        """Independent scenes: (image, ground truth, None, None, frame_id) messages."""
         empty = Header()
         while True:
             scene = next(self._scenes)
             yield (array_to_image(scene.image, "rgb8"),
-                   panoptic_msg(scene.result, empty, self._labels), None, None)
+                   panoptic_msg(scene.result, empty, self._labels), None, None, self.frame_id)
 
     def _sequence_frames(self):
         """Sequences ``start_id``, ``start_id + 1``, ... of the seed, as messages.
 
-        Yields (image, ground truth, depth 16UC1, camera info).
+        Yields (image, ground truth, depth 16UC1, camera info, ``<frame_id>_<video>``).
         """
         empty = Header()
         cfg = self._scenes.config
@@ -146,12 +149,14 @@ class DemoCamera(Node):
         video = self._scenes.next_id
         while True:
             info = None
+            frame_id = sequence_frame_id(self.frame_id, video_name(self._scenes.seed, video))
             for frame in generate_sequence(self._scenes.seed, video, self.frames_per_sequence,
                                            config):
                 info = info or camera_info_msg(frame.camera)
                 yield (array_to_image(frame.image, "rgb8"),
                        panoptic_msg(frame.result, empty, self._labels),
-                       array_to_image(depth_to_millimetres(frame.depth), "16UC1"), info)
+                       array_to_image(depth_to_millimetres(frame.depth), "16UC1"), info,
+                       frame_id)
             video += 1
 
     def _tick(self) -> None:
@@ -166,13 +171,13 @@ class DemoCamera(Node):
                 f"streaming {self._scenes.config.height}x{self._scenes.config.width} scenes "
                 f"(seed {self._scenes.seed}) at {1e9 / self._timer.timer_period_ns:g} Hz")
         try:
-            image, truth, depth, info = self._ready.get_nowait()
+            image, truth, depth, info, frame_id = self._ready.get_nowait()
         except queue.Empty:
             self.underruns += 1
             self.get_logger().warning("scene generation is behind the frame rate; frame "
                                       "skipped", throttle_duration_sec=5.0)
             return
-        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.frame_id)
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=frame_id)
         image.header = header
         truth.header = header
         truth.ids.header = header

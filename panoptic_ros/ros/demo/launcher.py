@@ -72,6 +72,9 @@ class DemoConfig:
         device: the node's ``device`` parameter.
         cpu_threads: the node's ``cpu_threads`` parameter (0: one per core).
         seed: scene seed of the camera.
+        source: the camera's ``source``: ``sequences`` (videos with persistent ids, depth and
+            camera info; live STQ and ID switches) or ``scenes`` (independent images).
+        frames_per_sequence: frames of each video (``sequences``).
         sheet_rows: frames on the contact sheet.
         namespace: namespace of the camera, node and monitor.
         start_timeout_s: longest wait for the node to load its model and activate.
@@ -86,6 +89,8 @@ class DemoConfig:
     device: str = "auto"
     cpu_threads: int = 0
     seed: int = 2026
+    source: str = "sequences"
+    frames_per_sequence: int = 60
     sheet_rows: int = 6
     namespace: str = NAMESPACE
     start_timeout_s: float = 300.0
@@ -234,7 +239,9 @@ class _Run:
         cmd = executable("panoptic_demo_camera", "panoptic_ros.ros.demo.camera") + [
             "--ros-args", "-r", f"__ns:={cfg.namespace}",
             "-p", f"rate:={float(cfg.rate_hz)}", "-p", f"seed:={int(cfg.seed)}",
-            "-p", f"height:={int(cfg.height)}", "-p", f"width:={int(cfg.width)}"]
+            "-p", f"height:={int(cfg.height)}", "-p", f"width:={int(cfg.width)}",
+            "-p", f"source:={cfg.source}",
+            "-p", f"frames_per_sequence:={int(cfg.frames_per_sequence)}"]
         self.camera_proc = start_process(cmd, self.logs / "camera.log")
         deadline = time.monotonic() + 120.0
         while self.monitor.evaluator.frames_in == 0:

@@ -20,6 +20,30 @@ T = TypeVar("T")
 P = TypeVar("P")
 
 
+def sequence_frame_id(frame_id: str, video: str) -> str:
+    """The header ``frame_id`` of a video's frames: ``<frame_id>_<video>``.
+
+    The demo camera gives every video a frame id of its own, so that a cut to the next video
+    looks like another camera (trackers reset) and a monitor sees where a sequence starts.
+
+    Args:
+        frame_id: the camera's frame (e.g. ``camera_optical_frame``).
+        video: the video's name, :func:`~panoptic_ros.data.sequences.video_name`
+            (``<seed>_<index>``, one underscore).
+    """
+    return f"{frame_id}_{video}"
+
+
+def video_of_frame_id(frame_id: str) -> str:
+    """The video's name in a :func:`sequence_frame_id` (its last two ``_`` fields).
+
+    ``"camera_optical_frame_2026_0003"`` -> ``"2026_0003"``; a frame id with fewer fields is
+    returned whole.
+    """
+    parts = frame_id.rsplit("_", 2)
+    return "_".join(parts[-2:]) if len(parts) == 3 else frame_id
+
+
 def stamp_ns(key: FrameKey) -> int:
     """The key's stamp in nanoseconds."""
     return int(key[0]) * 1_000_000_000 + int(key[1])
