@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -11,9 +12,17 @@ from conftest import REPO
 
 from panoptic_ros.categories import synthetic
 from panoptic_ros.data.coco_panoptic import CocoPanopticDataset, read_image
+from panoptic_ros.evaluation.live import LiveVideoMetrics
 from panoptic_ros.evaluation.pq import PQStat, pq_compute_files, pq_results
+from panoptic_ros.evaluation.sequence import Frame
+from panoptic_ros.evaluation.video import evaluate_video, video_compute_files
 from panoptic_ros.result import PanopticResult
-from panoptic_ros.ros.demo.pairing import KeyedBuffer, StampPairer
+from panoptic_ros.ros.demo.pairing import (
+    KeyedBuffer,
+    StampPairer,
+    sequence_frame_id,
+    video_of_frame_id,
+)
 from panoptic_ros.ros.demo.report import (
     OUTPUT_ENTRIES,
     format_status,
@@ -21,7 +30,7 @@ from panoptic_ros.ros.demo.report import (
     offline_check,
     prepare_output,
 )
-from panoptic_ros.ros.demo.scoring import LiveEvaluator, latency_summary
+from panoptic_ros.ros.demo.scoring import LiveEvaluator, latency_summary, segments_info
 from panoptic_ros.ros.demo.sheet import SheetRow, SheetSampler, sheet_image
 
 LS = synthetic()
@@ -129,6 +138,89 @@ def test_live_evaluator_accumulates_pq_and_writes_files_that_rescore_the_same(tm
     assert summary["contact_sheet_rows"] == 2
 
 
+def video_pair(t: int, person: int, car: int) -> tuple[PanopticResult, PanopticResult]:
+    """Frame ``t`` of a video: a walking person (gt id 1001) and a car (gt id 2001) over sky
+    and ground; the prediction has the person as ``1000 + person`` (one column short) and the
+    car as ``2000 + car`` one column to the right (missed when ``car`` is 0)."""
+    ids = np.full((12, 16), SKY * 1000, np.int32)
+    ids[6:] = GROUND * 1000
+    pred = ids.copy()
+    ids[3:10, 1 + t:5 + t] = PERSON * 1000 + 1
+    pred[3:10, 1 + t:4 + t] = PERSON * 1000 + person
+    ids[7:11, 8:13] = CAR * 1000 + 1
+    if car:
+        pred[7:11, 9:14] = CAR * 1000 + car
+    return PanopticResult.from_ids(ids, LS), PanopticResult.from_ids(pred, LS)
+
+
+def test_live_evaluator_scores_videos_like_the_batch_metrics_and_writes_a_video_set(tmp_path):
+    # Two videos, each a camera of its own frame id; the same gt ids in both are other objects.
+    # Video 0: 4 frames, the node drops frame 2; video 1: the person's track id changes once.
+    videos = {
+        sequence_frame_id("cam", "7_0000"): [(5, 3), (5, 3), (5, 3), (5, 0)],
+        sequence_frame_id("cam", "7_0001"): [(7, 4), (7, 4), (9, 4)],
+    }
+    ev = LiveEvaluator(LS, output_dir=tmp_path, sheet_rows=0, video=True)
+    assert ev.snapshot().stq is None
+    paired: dict[str, list[tuple[PanopticResult, PanopticResult]]] = {}
+    i = 0
+    for frame_id, tracks in videos.items():
+        for t, (person, car) in enumerate(tracks):
+            gt, pred = video_pair(t, person, car)
+            ev.add_truth(key(i, frame_id), gt)
+            if (frame_id, t) != (sequence_frame_id("cam", "7_0000"), 2):
+                ev.add_prediction(key(i, frame_id), pred, 0.1)
+                paired.setdefault(video_of_frame_id(frame_id), []).append((gt, pred))
+            i += 1
+    snap = ev.snapshot()
+    summary = ev.close()
+    video = summary["video"]
+    assert (video["videos"], video["frames"], summary["frames_dropped"]) == (2, 6, 1)
+
+    # Per video: a fresh LiveVideoMetrics over its paired frames.
+    per_video = []
+    for name, pairs in paired.items():
+        metrics = LiveVideoMetrics(LS)
+        for gt, pred in pairs:
+            last = metrics.update(gt.ids, segments_info(gt), pred.ids, segments_info(pred))
+        per_video.append({"video": name, "frames": last.frames, "stq": last.stq,
+                          "aq": last.aq, "sq": last.sq, "id_switches": last.id_switches,
+                          "gt_tracks": last.gt_tracks})
+    assert video["per_video"] == per_video
+    assert [v["id_switches"] for v in per_video] == [0, 1]
+    # Pooled: the batch metrics over both sequences.
+    batch = evaluate_video(
+        [[(Frame.from_label_image(g.ids, LS), Frame.from_label_image(p.ids, LS))
+          for g, p in pairs] for pairs in paired.values()], LS)
+    assert video["stq"] == pytest.approx(batch["stq"]["stq"], rel=1e-12)
+    assert (video["aq"], video["sq"]) == pytest.approx((batch["stq"]["aq"], batch["stq"]["sq"]))
+    assert video["gt_tracks"] == batch["stq"]["tracks"] == 4
+    assert video["id_switches"] == batch["tracking"]["id_switches"] == 1
+    assert video["id_switches_per_100_tracks"] == pytest.approx(25.0)
+    assert 0.0 < video["stq"] < 1.0
+    assert (snap.stq, snap.id_switches) == (video["stq"], 1)
+    assert "| STQ " in format_status(snap) and "ID switches 1" in format_status(snap)
+    assert "ID switches 1 (25.0 per 100 GT tracks)" in format_summary(summary)
+
+    # The files are a video data set that `panoptic-ros eval` scores to the same figures.
+    gt_json = CocoPanopticDataset(tmp_path / "ground_truth.json")
+    images = json.loads((tmp_path / "predictions.json").read_text())["images"]
+    assert [(im["video_id"], im["frame_index"], im["file_name"]) for im in images] == [
+        ("7_0000", 0, "7_0000/000000.png"), ("7_0000", 1, "7_0000/000001.png"),
+        ("7_0000", 2, "7_0000/000002.png"), ("7_0001", 0, "7_0001/000000.png"),
+        ("7_0001", 1, "7_0001/000001.png"), ("7_0001", 2, "7_0001/000002.png")]
+    assert gt_json.annotation(4)["file_name"] == "7_0001/000000.png"
+    assert (gt_json.load_segment_ids(3) == video_pair(3, 5, 0)[0].ids).all()
+    pred_ids = CocoPanopticDataset(tmp_path / "predictions.json").load_segment_ids(6)
+    assert set(np.unique(pred_ids)) >= {PERSON * 1000 + 9, CAR * 1000 + 4}  # ids kept
+    offline = video_compute_files(tmp_path / "ground_truth.json", tmp_path / "ground_truth",
+                                  tmp_path / "predictions.json", tmp_path / "predictions")
+    assert offline["stq"]["stq"] == pytest.approx(video["stq"], rel=1e-12)
+    assert offline["tracking"]["id_switches"] == 1
+    assert offline_check(summary) is True
+    assert offline_check({**summary, "video": {**video, "id_switches": 2}}) is False
+
+
 def test_live_evaluator_does_not_score_foreign_categories(tmp_path):
     from panoptic_ros.categories import cityscapes
 
@@ -207,9 +299,11 @@ def test_report_texts_and_output_folder(tmp_path):
     snap = ev.snapshot()
     line = format_status(snap)
     assert line.startswith("in 1 out 1 dropped 0 |") and "latency p50 250 ms" in line
+    assert "STQ" not in line and snap.stq is None  # single images: no video figures
     summary = ev.close()
     text = format_summary(summary)
     assert "latency  p50 250 ms" in text and "PQ over 1 frames:" in text
+    assert summary["video"] is None and "STQ" not in text
     assert offline_check(summary) is True
     assert offline_check({**summary, "pq": None}) is None
     out = tmp_path / "out"

@@ -208,8 +208,9 @@ def run(args: argparse.Namespace) -> int:
     print(report.format_summary(summary))
     if summary["offline_eval_matches"] is not None:
         verdict = "reproduces" if summary["offline_eval_matches"] else "DOES NOT reproduce"
+        what = "PQ, STQ and ID switches" if summary.get("video") else "PQ"
         print(f"offline: panoptic-ros eval --gt-json {out / report.GT_JSON} --pred-json "
-              f"{out / report.PRED_JSON}  {verdict} the live PQ")
+              f"{out / report.PRED_JSON}  {verdict} the live {what}")
     for name, path in sorted(summary["files"].items()):
         print(f"wrote {name}: {path}")
     print(f"wrote summary: {summary_path}")

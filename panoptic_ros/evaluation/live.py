@@ -17,7 +17,7 @@ import numpy as np
 from panoptic_ros.data.id_runs import IdRuns
 from panoptic_ros.evaluation.mot import MATCH_IOU
 from panoptic_ros.evaluation.sequence import Categories, Frame, FramePairs, SequenceCounts
-from panoptic_ros.evaluation.stq import stq_from_total
+from panoptic_ros.evaluation.stq import STQStat, stq_from_total
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,14 @@ class LiveVideoMetrics:
             self._total = grown
         self._total[pairs.gt, pairs.pred] += pairs.count
         self._count_switches(pairs)
-        stq = stq_from_total(self._counts, self._total).results()
+        stq = self.stq_stat().results()
         self._frames += 1
         return LiveSnapshot(frames=self._frames, stq=stq["stq"], aq=stq["aq"], sq=stq["sq"],
                             id_switches=self._switches, gt_tracks=stq["tracks"])
+
+    def stq_stat(self) -> STQStat:
+        """STQ counts of the frames so far: mergeable, to pool sequences (``pooled += ...``)."""
+        return stq_from_total(self._counts, self._total)
 
     def _count_switches(self, pairs: FramePairs) -> None:
         """Match this frame's thing masks (IoU > 0.5, same category) and count ID switches."""

@@ -176,6 +176,7 @@ class _Run:
         overrides = [Parameter("output_dir", value=str(cfg.output_dir)),
                      Parameter("sheet_rows", value=int(cfg.sheet_rows)),
                      Parameter("report_period", value=0.0),
+                     Parameter("video", value=cfg.source == "sequences"),
                      Parameter("max_pending", value=max(100, math.ceil(10 * cfg.rate_hz)))]
         self.monitor = PanopticMonitor(context=self.context, namespace=cfg.namespace,
                                        parameter_overrides=overrides)

@@ -4,7 +4,8 @@ Subscribes to the node's ``~/panoptic``, ``~/instance_counts``, ``~/categories``
 and ``~/overlay``, to the camera's ground truth and image, and to ``/diagnostics``; pairs each
 prediction with its ground truth by header (stamp and frame_id) and scores the stream live
 with :class:`~panoptic_ros.ros.demo.scoring.LiveEvaluator`: PQ, end-to-end latency (receive time
-minus header stamp, both from the system clock), output rate, dropped frames, instance counts.
+minus header stamp, both from the system clock), output rate, dropped frames, instance counts;
+with ``video`` (the camera plays sequences) also STQ and ID switches per video and pooled.
 
 Callbacks only take the receive time and queue the message; a worker thread converts, pairs,
 scores and writes files, so evaluation work never delays the next receive timestamp.
@@ -64,6 +65,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("max_pending", 100, "camera frames held while waiting for their output (at least "
               "rate x worst latency; each holds its image and ground truth)", START,
               low=1, high=100_000),
+    ParamSpec("video", False, "the ground truth is video (the demo camera's source "
+              "'sequences': thing ids persist within a header frame_id): also score STQ and ID "
+              "switches, and write the files as a video data set", START),
     ParamSpec("report_period", 5.0, "log the running figures every so many seconds; 0 = never",
               START, low=0.0, high=3600.0),
 )
@@ -74,8 +78,8 @@ class PanopticMonitor(Node):
 
     Parameters: ``output_dir`` (files written at :meth:`finish`; empty: none), ``sheet_rows``,
     ``truth_label_set``, ``segmentation_node`` (whose diagnostics to read), ``max_pending``
-    (frames awaiting their output), ``report_period`` (log the running figures every so many
-    seconds; 0: never).
+    (frames awaiting their output), ``video`` (score STQ and ID switches), ``report_period``
+    (log the running figures every so many seconds; 0: never).
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -86,7 +90,8 @@ class PanopticMonitor(Node):
         self.evaluator = LiveEvaluator(get_label_set(p["truth_label_set"]),
                                        output_dir=self.output_dir,
                                        sheet_rows=int(p["sheet_rows"]),
-                                       max_pending=int(p["max_pending"]))
+                                       max_pending=int(p["max_pending"]),
+                                       video=bool(p["video"]))
         ns = self.get_namespace().rstrip("/")
         self.target_name = f"{ns}/{target}"
         self.categories_received = threading.Event()

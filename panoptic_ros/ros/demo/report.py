@@ -8,6 +8,7 @@ of the final summary.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from panoptic_ros.errors import UserError
 from panoptic_ros.evaluation.pq import format_results, pq_compute_files
+from panoptic_ros.evaluation.video import video_compute_files
 
 if TYPE_CHECKING:
     from panoptic_ros.ros.demo.scoring import LiveSnapshot
@@ -45,11 +47,17 @@ def prepare_output(out: Path) -> None:
 
 
 def format_status(snap: LiveSnapshot) -> str:
-    """One status line: frames in/out/dropped, output FPS, median latency, running PQ."""
+    """One status line: frames in/out/dropped, output FPS, median latency, running PQ.
+
+    On video also the running STQ (pooled over the videos) and the ID switches.
+    """
     pq = "-" if snap.pq is None else f"{100 * snap.pq:.1f}"
     lat = f"{snap.latency_ms_p50:.0f} ms" if snap.frames_out else "-"
-    return (f"in {snap.frames_in} out {snap.frames_out} dropped {snap.frames_dropped} | "
+    line = (f"in {snap.frames_in} out {snap.frames_out} dropped {snap.frames_dropped} | "
             f"{snap.fps:.1f} FPS | latency p50 {lat} | PQ {pq}")
+    if snap.stq is not None:
+        line += f" | STQ {100 * snap.stq:.1f} | ID switches {snap.id_switches}"
+    return line
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
@@ -79,6 +87,17 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines += [f"PQ over {summary['frames_paired']} frames:", format_results(summary["pq"])]
     else:
         lines.append(f"PQ       {summary.get('pq_note') or 'no frames paired'}")
+    video = summary.get("video")
+    if video is not None:
+        per_video = "  ".join(f"{v['video']} {100 * v['stq']:.1f}" for v in video["per_video"])
+        lines += [
+            f"video    {video['videos']} videos, {video['frames']} paired frames, "
+            f"{video['gt_tracks']} ground-truth thing tracks",
+            f"STQ      {100 * video['stq']:.1f}  (AQ {100 * video['aq']:.1f}, SQ "
+            f"{100 * video['sq']:.1f})  ID switches {video['id_switches']} "
+            f"({video['id_switches_per_100_tracks']:.1f} per 100 GT tracks)",
+            f"STQ per video: {per_video}",
+        ]
     counts = summary.get("instance_counts_mean") or {}
     if counts:
         lines.append("instances per frame (mean): "
@@ -97,11 +116,21 @@ def write_summary(path: str | Path, summary: Mapping[str, Any]) -> Path:
 def offline_check(summary: Mapping[str, Any]) -> bool | None:
     """Re-score the written files as ``panoptic-ros eval`` does; whether it equals the live PQ.
 
+    On video also the live pooled STQ, AQ, SQ (to 1e-9) and ID switches (exactly).
     ``None`` when there is nothing to compare (not scored, or no files written).
     """
     files = summary["files"]
     if summary.get("pq") is None or "ground_truth_json" not in files:
         return None
-    offline = pq_compute_files(files["ground_truth_json"], None, files["predictions_json"],
-                               None)
-    return offline == summary["pq"]
+    gt, pred = files["ground_truth_json"], files["predictions_json"]
+    if pq_compute_files(gt, None, pred, None) != summary["pq"]:
+        return False
+    live = summary.get("video")
+    if live is None:
+        return True
+    offline = video_compute_files(gt, Path(gt).with_suffix(""), pred,
+                                  Path(pred).with_suffix(""))
+    return (all(math.isclose(offline["stq"][k], live[k], rel_tol=1e-9, abs_tol=1e-12)
+                for k in ("stq", "aq", "sq"))
+            and offline["tracking"]["id_switches"] == live["id_switches"]
+            and offline["stq"]["tracks"] == live["gt_tracks"])

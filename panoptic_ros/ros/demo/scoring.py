@@ -5,7 +5,10 @@ it is testable without a ROS graph. :class:`LiveEvaluator` pairs each prediction
 ground truth of the same header (:class:`~panoptic_ros.ros.demo.pairing.StampPairer`) and
 accumulates PQ (:class:`~panoptic_ros.evaluation.pq.PQStat` of
 :func:`~panoptic_ros.evaluation.pq.pq_results` per pair), end-to-end latency, output rate and
-instance counts; optionally it writes every pair as COCO panoptic files (:class:`PairWriter`:
+instance counts; on video ground truth (thing ids that persist within a video, one header
+``frame_id`` per video) also STQ and ID switches
+(:class:`~panoptic_ros.evaluation.live.LiveVideoMetrics` per video, pooled over the videos);
+optionally it writes every pair as COCO panoptic files (:class:`PairWriter`:
 predictions and ground truth, so that ``panoptic-ros eval`` re-scores them offline to the same
 figures) and samples evenly spaced frames for the contact sheet
 (:mod:`~panoptic_ros.ros.demo.sheet`).
@@ -27,10 +30,20 @@ from typing import Any
 import numpy as np
 
 from panoptic_ros.categories import LabelSet
-from panoptic_ros.data.coco_panoptic import CocoPanopticWriter, write_image
+from panoptic_ros.data.coco_panoptic import CocoPanopticWriter, write_image, write_panoptic_png
+from panoptic_ros.data.sequences import frame_file_name
+from panoptic_ros.evaluation.live import LiveSnapshot as VideoSnapshot
+from panoptic_ros.evaluation.live import LiveVideoMetrics
 from panoptic_ros.evaluation.pq import PQStat, pq_results
+from panoptic_ros.evaluation.stq import STQStat
 from panoptic_ros.result import PanopticResult
-from panoptic_ros.ros.demo.pairing import FrameKey, KeyedBuffer, StampPairer, stamp_ns
+from panoptic_ros.ros.demo.pairing import (
+    FrameKey,
+    KeyedBuffer,
+    StampPairer,
+    stamp_ns,
+    video_of_frame_id,
+)
 from panoptic_ros.ros.demo.report import (
     GT_DIR,
     GT_JSON,
@@ -66,7 +79,13 @@ class PairWriter:
 
     Ground truth: :data:`~.report.GT_JSON` + :data:`~.report.GT_DIR`/ + the camera images in
     :data:`~.report.IMAGE_DIR`/ (PNG); predictions: :data:`~.report.PRED_JSON` +
-    :data:`~.report.PRED_DIR`/; both through :class:`CocoPanopticWriter`.
+    :data:`~.report.PRED_DIR`/; both through :class:`CocoPanopticWriter`. Pairs of a video
+    (:meth:`add` with ``video``) are written as a video data set, the layout of
+    ``panoptic-ros synth --sequences``: images of both JSONs carry ``video_id`` and
+    ``frame_index`` (pairing order within the video: frames the node dropped leave no gap) and
+    every file is ``<video>/<frame:06d>.png``, so that ``panoptic-ros eval`` also reports the
+    video metrics. Segment ids are the label-image values as they came: the ground truth's
+    persistent thing ids and the node's track-based ones.
 
     Args:
         output_dir: folder of the files (created).
@@ -79,20 +98,39 @@ class PairWriter:
                                         png_dir_name=GT_DIR, image_dir_name=IMAGE_DIR)
         self.predictions = CocoPanopticWriter(output_dir, truth_labels, json_name=PRED_JSON,
                                               png_dir_name=PRED_DIR)
+        self._video_frames: dict[str, int] = {}  # video -> frames written
 
     def set_model_labels(self, labels: LabelSet) -> None:
         """The categories written into the predictions' JSON (the node's)."""
         self.predictions.label_set = labels
 
     def add(self, image_id: int, truth: PanopticResult, pred: PanopticResult,
-            image: np.ndarray | None) -> Path:
+            image: np.ndarray | None, video: str | None = None) -> Path:
         """Write one pair (and its camera image, when given); the path of that image's file.
 
         A camera image that comes later is written to the returned path then.
+
+        Args:
+            video: the pair's video (its ``video_id``); ``None``: a single image.
         """
-        self.truth.add(image_id, truth, image, image_suffix=".png")
-        self.predictions.add(image_id, pred)
-        return self.truth.image_dir / self.truth.images[-1]["file_name"]
+        if video is None:
+            self.truth.add(image_id, truth, image, image_suffix=".png")
+            self.predictions.add(image_id, pred)
+            return self.truth.image_dir / self.truth.images[-1]["file_name"]
+        index = self._video_frames.get(video, 0)
+        self._video_frames[video] = index + 1
+        name = frame_file_name(video, index)
+        fields = {"video_id": video, "frame_index": index, "file_name": name}
+        for writer, result in ((self.truth, truth), (self.predictions, pred)):
+            write_panoptic_png(writer.png_dir / name, result.ids)
+            writer.images.append({"id": image_id, **fields, "height": result.height,
+                                  "width": result.width})
+            writer.annotations.append({"image_id": image_id, **fields,
+                                       "segments_info": result.to_coco()[1]})
+        path = self.truth.image_dir / name
+        if image is not None:
+            write_image(path, image)
+        return path
 
     def close(self) -> dict[str, str]:
         """Write both JSONs; their paths (``ground_truth_json``, ``predictions_json``)."""
@@ -111,6 +149,9 @@ class LiveSnapshot:
         fps: output rate over the last window, Hz.
         latency_ms_p50: median end-to-end latency of the recent outputs, ms (0: none yet).
         pq: running PQ (All, fraction), ``None`` before the first pair or when not scored.
+        stq: running STQ pooled over the videos so far (fraction); ``None`` before the first
+            pair, when not scored, or on single images.
+        id_switches: ID switches of things over the videos so far; ``None`` likewise.
     """
 
     frames_in: int
@@ -119,6 +160,8 @@ class LiveSnapshot:
     fps: float
     latency_ms_p50: float
     pq: float | None
+    stq: float | None = None
+    id_switches: int | None = None
 
 
 @dataclass
@@ -132,7 +175,16 @@ class LiveEvaluator:
 
     Thread-safe: ROS callbacks may feed it from several threads and a status line may read
     :meth:`snapshot` meanwhile. All ``add_*`` calls are cheap except the one completing a pair
-    (PQ of the frame, and file writing when ``output_dir`` is set).
+    (PQ of the frame, its video metrics, and file writing when ``output_dir`` is set).
+
+    With ``video``, consecutive pairs with the same header ``frame_id`` are one video (the demo
+    camera gives each video a frame id of its own): each pair also feeds a
+    :class:`~panoptic_ros.evaluation.live.LiveVideoMetrics`, which restarts when the frame id
+    changes; per-video figures are kept and the STQ counts pooled (STEP: one AQ over every
+    video's tracks, one SQ over every pixel). Frames the node dropped (latest frame wins) have
+    no prediction and are left out: a video's metrics cover its paired frames only, as if the
+    video had been recorded without them (the files written say the same, so ``panoptic-ros
+    eval`` agrees).
 
     Args:
         truth_labels: categories of the ground truth (PQ is averaged over these).
@@ -143,6 +195,8 @@ class LiveEvaluator:
         window_s: window of the running output rate, seconds.
         max_pending: see :class:`~panoptic_ros.ros.demo.pairing.StampPairer`.
         clock: monotonic time source, seconds.
+        video: the ground truth is video (thing ids persist per object within a ``frame_id``):
+            score STQ and ID switches, write the files as a video data set.
     """
 
     def __init__(
@@ -154,6 +208,7 @@ class LiveEvaluator:
         window_s: float = 5.0,
         max_pending: int = 100,
         clock: Callable[[], float] = time.monotonic,
+        video: bool = False,
     ) -> None:
         self.truth_labels = truth_labels
         self.model_labels: LabelSet | None = None
@@ -181,6 +236,12 @@ class LiveEvaluator:
         self._count_sums: dict[str, int] = {}
         self.count_messages = 0
         self.sampler = SheetSampler(sheet_rows) if sheet_rows > 0 else None
+        self.video = video
+        self._video_metrics = LiveVideoMetrics(truth_labels) if video else None
+        self._video_frame_id: str | None = None  # of the video being scored
+        self._video_snap: VideoSnapshot | None = None  # its figures so far
+        self._videos: list[dict[str, Any]] = []  # finished videos' figures
+        self._videos_stat = STQStat()  # finished videos' STQ counts, pooled
         self.writer = (PairWriter(self.output_dir, truth_labels)
                        if self.output_dir is not None else None)
 
@@ -262,9 +323,12 @@ class LiveEvaluator:
         frame_stat = pq_results(truth.result, pred) if self.scored else None
         if frame_stat is not None:
             self.stat += frame_stat
+            if self._video_metrics is not None:
+                self._add_video_frame(key[2], truth.result, pred)
         late_path = None
         if self.writer is not None:
-            late_path = self.writer.add(self.paired, truth.result, pred, image)
+            video = video_of_frame_id(key[2]) if self.video else None
+            late_path = self.writer.add(self.paired, truth.result, pred, image, video)
         if image is None:  # its image is still on the way (another topic)
             self._late_images.put(key, late_path)
         if self.sampler is not None:
@@ -276,7 +340,63 @@ class LiveEvaluator:
 
             self.sampler.offer(key, row)
 
+    def _add_video_frame(self, frame_id: str, truth: PanopticResult,
+                         pred: PanopticResult) -> None:
+        """Score a pair's video metrics; a new ``frame_id`` closes the video before it."""
+        if frame_id != self._video_frame_id:
+            self._finish_video()
+            self._video_frame_id = frame_id
+        self._video_snap = self._video_metrics.update(
+            truth.ids, segments_info(truth), pred.ids, segments_info(pred))
+
+    def _finish_video(self) -> None:
+        """Keep the current video's figures, pool its STQ counts, start afresh."""
+        if self._video_snap is not None:
+            self._videos.append(self._video_entry())
+            self._videos_stat += self._video_metrics.stq_stat()
+        self._video_metrics.reset()
+        self._video_snap = None
+
+    def _video_entry(self) -> dict[str, Any]:
+        snap = self._video_snap
+        return {"video": video_of_frame_id(self._video_frame_id), "frames": snap.frames,
+                "stq": snap.stq, "aq": snap.aq, "sq": snap.sq,
+                "id_switches": snap.id_switches, "gt_tracks": snap.gt_tracks}
+
     # -- figures ---------------------------------------------------------------------------
+    def video_results(self) -> dict[str, Any] | None:
+        """Video figures so far; ``None`` on single images, unscored, or before any pair.
+
+        Returns:
+            ``videos``, ``frames`` (paired), pooled ``stq``, ``aq``, ``sq`` (fractions, as
+            ``panoptic-ros eval`` pools sequences), ``gt_tracks`` (ground-truth thing tracks),
+            ``id_switches`` (total) and ``id_switches_per_100_tracks``, and ``per_video``: a
+            list of ``{video, frames, stq, aq, sq, id_switches, gt_tracks}`` in playing order.
+        """
+        with self._lock:
+            if self._video_metrics is None or not self.scored:
+                return None
+            videos = list(self._videos)
+            stat = STQStat()
+            stat += self._videos_stat
+            if self._video_snap is not None:
+                videos.append(self._video_entry())
+                stat += self._video_metrics.stq_stat()
+            if not videos:
+                return None
+            stq = stat.results()
+            switches = sum(v["id_switches"] for v in videos)
+            return {
+                "videos": len(videos),
+                "frames": sum(v["frames"] for v in videos),
+                "stq": stq["stq"], "aq": stq["aq"], "sq": stq["sq"],
+                "gt_tracks": stq["tracks"],
+                "id_switches": switches,
+                "id_switches_per_100_tracks":
+                    100.0 * switches / stq["tracks"] if stq["tracks"] else 0.0,
+                "per_video": videos,
+            }
+
     def pq(self) -> dict | None:
         """PQ results so far (``pq_compute``'s dict), ``None`` before any pair or unscored."""
         with self._lock:
@@ -295,6 +415,7 @@ class LiveEvaluator:
                 times[-1] > times[0] else 0.0
             recent = self.latencies_s[-50:]
             pq = self.pq()
+            video = self.video_results()
             return LiveSnapshot(
                 frames_in=self.frames_in,
                 frames_out=self.frames_out,
@@ -302,6 +423,8 @@ class LiveEvaluator:
                 fps=fps,
                 latency_ms_p50=float(np.median(recent)) * 1e3 if recent else 0.0,
                 pq=None if pq is None else pq["All"]["pq"],
+                stq=None if video is None else video["stq"],
+                id_switches=None if video is None else video["id_switches"],
             )
 
     def close(self, sheet_t0_ns: int | None = None) -> dict[str, Any]:
@@ -312,8 +435,9 @@ class LiveEvaluator:
             ``frames_dropped`` (camera frames without output), ``predictions_without_truth``,
             ``input_rate_hz`` (from the stamps), ``output_rate_hz``, ``latency_ms`` (p50, p95,
             mean, min, max, count), ``pq`` (``pq_compute``'s dict or ``None``), ``pq_note``,
-            ``instance_counts_mean`` (per thing category name), ``contact_sheet_rows``,
-            ``files``.
+            ``instance_counts_mean`` (per thing category name), ``video``
+            (:meth:`video_results`: pooled STQ, ID switches, per-video STQ; ``None`` on single
+            images), ``contact_sheet_rows``, ``files``.
         """
         with self._lock:
             self.pairer.flush()
@@ -340,6 +464,7 @@ class LiveEvaluator:
                 "latency_ms": latency_summary(self.latencies_s),
                 "pq": self.pq(),
                 "pq_note": self.pq_note,
+                "video": self.video_results(),
                 "instance_counts_mean": {
                     k: v / self.count_messages for k, v in self._count_sums.items()
                 } if self.count_messages else {},
@@ -356,3 +481,9 @@ class LiveEvaluator:
         if self.frames_out < 2 or self._last_out == self._first_out:
             return 0.0
         return (self.frames_out - 1) / (self._last_out - self._first_out)
+
+
+def segments_info(result: PanopticResult) -> list[dict[str, int]]:
+    """``id``, ``category_id``, ``iscrowd`` of every segment: what video metrics read."""
+    return [{"id": int(s.id), "category_id": int(s.category_id), "iscrowd": int(s.iscrowd)}
+            for s in result.segments]
