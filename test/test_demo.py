@@ -2,9 +2,9 @@
 
 Its pairing and scoring logic (no graph) is tested in test_demo_scoring.py. The end-to-end test
 runs ``panoptic-ros demo`` as a subprocess (loopback only, this run's domain id) with a tiny
-random-weights checkpoint: camera process -> real ``panoptic_node`` process -> monitor, then
-checks the summary, the contact sheet and that the written COCO files re-score to exactly the
-live PQ.
+random-weights checkpoint: camera process (short video sequences) -> real ``panoptic_node``
+process -> monitor, then checks the summary, the contact sheet and that the written COCO video
+files re-score to exactly the live PQ, STQ and ID switches.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from conftest import REPO, ros_env
 
 from panoptic_ros.categories import synthetic
 from panoptic_ros.data.coco_panoptic import CocoPanopticDataset, read_image
-from panoptic_ros.data.synthetic import SceneConfig, generate_scene, scene_rng
+from panoptic_ros.data.sequences import SequenceConfig, generate_sequence, video_name
 from panoptic_ros.errors import UserError
 from panoptic_ros.evaluation.pq import pq_compute_files
 
@@ -118,8 +118,9 @@ def test_demo_end_to_end(tmp_path):
     weights = save_checkpoint(tmp_path / "tiny.pt",
                               build_model("efficientps", EfficientPSConfig.preset("narrow"), LS))
     out = tmp_path / "demo"
-    h, w, rows = 128, 160, 3
+    h, w, rows, per_video = 128, 160, 3, 15
     cmd = [sys.executable, "-m", "panoptic_ros.cli", "demo", "--duration", "8", "--rate", "5",
+           "--frames-per-sequence", str(per_video),
            "--size", f"{h}x{w}", "--weights", str(weights), "--output", str(out),
            "--rows", str(rows), "--device", "cpu", "--threads", "1",
            "--domain-id", os.environ["ROS_DOMAIN_ID"]]
@@ -129,7 +130,7 @@ def test_demo_end_to_end(tmp_path):
     log = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
     assert proc.returncode == 0, log
     assert "latency  p50" in proc.stdout and "PQ over" in proc.stdout, log
-    assert "reproduces the live PQ" in proc.stdout, log
+    assert "reproduces the live PQ, STQ and ID switches" in proc.stdout, log
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_in"] > 0 and summary["frames_out"] > 0
@@ -162,15 +163,27 @@ def test_demo_end_to_end(tmp_path):
     offline = pq_compute_files(out / "ground_truth.json", None, out / "predictions.json", None)
     assert json.loads(json.dumps(offline)) == summary["pq"]
 
-    # The ground truth written is the camera's: scenes of seed 2026, image and labels exact.
-    scenes = {}
-    for k in range(summary["frames_in"]):
-        scene = generate_scene(scene_rng(2026, k), SceneConfig(height=h, width=w))
-        scenes[scene.image.tobytes()] = scene
-    for image_id in truth.image_ids[:3]:
-        scene = scenes[truth.load_image(image_id).tobytes()]
-        assert (truth.load_segment_ids(image_id) == scene.result.ids).all()
+    # Video: live STQ and ID switches over the videos played (equal to `panoptic-ros eval` on
+    # the files: offline_eval_matches above), each video of its own header frame_id.
+    video = summary["video"]
+    n_videos = -(-summary["frames_in"] // per_video)
+    names = [video_name(2026, v) for v in range(n_videos)]
+    assert [v["video"] for v in video["per_video"]] == names[:len(video["per_video"])]
+    assert video["frames"] == summary["frames_paired"] and video["gt_tracks"] > 0
+    assert 0.0 <= video["stq"] <= 1.0 and video["id_switches"] >= 0
+    assert "STQ" in proc.stdout and "ID switches" in proc.stdout, log
+
+    # The ground truth written is the camera's: sequences of seed 2026, images and persistent
+    # ids exact, files named <video>/<frame:06d>.png in pairing order.
+    config = SequenceConfig(height=h, width=w, rate=5.0)
+    frames = {f.image.tobytes(): f for v in range(n_videos)
+              for f in generate_sequence(2026, v, per_video, config)}
+    for image_id in truth.image_ids[:3] + truth.image_ids[-3:]:
+        frame = frames[truth.load_image(image_id).tobytes()]
+        assert (truth.load_segment_ids(image_id) == frame.result.ids).all()
+        assert truth.annotation(image_id)["file_name"].startswith(frame.video_id + "/")
     params = (out / "panoptic_params.yaml").read_text()
     assert str(weights) in params and "cpu_threads: 1" in params
     assert summary["config"]["threads"] == 1
-    assert cv2.imread(str(out / "predictions" / "000000000001.png")) is not None
+    assert cv2.imread(str(out / "predictions" / names[0] / "000000.png")) is not None
+    assert summary["config"]["source"] == "sequences"

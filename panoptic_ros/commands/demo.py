@@ -1,16 +1,18 @@
 """``panoptic-ros demo``: the live demo over real ROS 2 topics, on loopback, offline.
 
-A synthetic camera (scenes the demo model never saw) streams at ``--rate`` Hz to the real
+A synthetic camera (video sequences the demo model never saw, ``--source sequences``, the
+default; or independent scenes, ``--source scenes``) streams at ``--rate`` Hz to the real
 ``panoptic_node`` process; a monitor scores the node's outputs against the camera's ground
-truth as they arrive: PQ, end-to-end latency, FPS, dropped frames, instance counts. At the end
-it prints a summary and writes into ``--output``:
+truth as they arrive: PQ, end-to-end latency, FPS, dropped frames, instance counts, and on
+sequences STQ and ID switches. At the end it prints a summary and writes into ``--output``:
 
 * ``summary.json``: every figure of the summary;
 * ``contact_sheet.png``: rows of input | node overlay | ground truth;
 * ``predictions.json`` + ``predictions/`` and ``ground_truth.json`` + ``ground_truth/`` +
-  ``images/``: COCO panoptic files of every scored frame, so that
-  ``panoptic-ros eval --gt-json OUT/ground_truth.json --pred-json OUT/predictions.json``
-  reproduces the live PQ exactly (checked at the end, ``offline_eval_matches``);
+  ``images/``: COCO panoptic files of every scored frame (on sequences a video data set), so
+  that ``panoptic-ros eval --gt-json OUT/ground_truth.json --pred-json OUT/predictions.json``
+  reproduces the live PQ (and STQ, ID switches) exactly (checked at the end,
+  ``offline_eval_matches``);
 * ``panoptic_params.yaml`` (the node's parameters) and ``logs/`` (node and camera output).
 
 Network safety: before rclpy starts, this process sets ``ROS_AUTOMATIC_DISCOVERY_RANGE=
@@ -32,7 +34,8 @@ from typing import TextIO
 
 from panoptic_ros.errors import UserError
 
-HELP = "live demo: synthetic camera -> panoptic node -> monitor (PQ, latency) over ROS 2"
+HELP = ("live demo: synthetic camera -> panoptic node -> monitor (PQ, STQ, ID switches, "
+        "latency) over ROS 2")
 
 LOOPBACK_PROFILE = Path(__file__).resolve().parent.parent / "ros" / "fastdds_loopback.xml"
 """Fast DDS profile of the demo's processes: 32 MiB shared memory, UDP on 127.0.0.1 only."""
