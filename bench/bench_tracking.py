@@ -76,18 +76,25 @@ class ReferenceTracker(Tracker):
         s = self.config.stride
         iou = np.zeros((len(tracks), len(dets)))
         for i, track in enumerate(tracks):
-            x0, y0, crop = track.placement(stamp)
-            big = np.zeros((ids.shape[0] + 2 * crop.shape[0], ids.shape[1] + 2 * crop.shape[1]),
-                           bool)
-            oy, ox = crop.shape
-            if -oy < y0 < ids.shape[0] and -ox < x0 < ids.shape[1]:
-                big[y0 + oy:y0 + 2 * oy, x0 + ox:x0 + 2 * ox] = crop
-            predicted = big[oy:oy + ids.shape[0], ox:ox + ids.shape[1]][::s, ::s]
-            for j, det in enumerate(dets):
-                mask = (ids == det.id)[::s, ::s]
-                union = np.count_nonzero(predicted | mask)
-                iou[i, j] = np.count_nonzero(predicted & mask) / union if union else 0.0
+            # The better of the predicted and the last placement, as the tracker's rule.
+            for x0, y0, crop in {track.placement(stamp)[:2]: track.placement(stamp),
+                                 track.box[:2]: (*track.box[:2], track.crop)}.values():
+                predicted = placed_mask(ids.shape, x0, y0, crop)[::s, ::s]
+                for j, det in enumerate(dets):
+                    mask = (ids == det.id)[::s, ::s]
+                    union = np.count_nonzero(predicted | mask)
+                    value = np.count_nonzero(predicted & mask) / union if union else 0.0
+                    iou[i, j] = max(iou[i, j], value)
         return iou
+
+
+def placed_mask(shape: tuple[int, int], x0: int, y0: int, crop: np.ndarray) -> np.ndarray:
+    """ndarray[H, W] bool: ``crop`` with its top-left pixel at ``(x0, y0)``, clipped."""
+    oy, ox = crop.shape
+    big = np.zeros((shape[0] + 2 * oy, shape[1] + 2 * ox), bool)
+    if -oy < y0 < shape[0] and -ox < x0 < shape[1]:
+        big[y0 + oy:y0 + 2 * oy, x0 + ox:x0 + 2 * ox] = crop
+    return big[oy:oy + shape[0], ox:ox + shape[1]]
 
 
 def run(tracker: Tracker, frames) -> tuple[list[PanopticResult], np.ndarray]:

@@ -366,13 +366,25 @@ class Tracker:
                   stamp: float) -> np.ndarray:
         """ndarray[T, D] float64 IoU of each track's predicted mask with each detection's mask.
 
-        Each predicted mask is whole (overlapping predictions do not hide each other); pixels
+        A moved track's IoU is the better of its predicted and its last placement. Each mask
+        is whole (overlapping predictions do not hide each other); pixels
         are counted on every ``config.stride``-th row and column.
         """
         stride = self.config.stride
         index = detection_index(ids, [d.id for d in dets], stride, top=self._top_id)
-        return mask_ious(ids.shape, [t.placement(stamp) for t in tracks], index, len(dets),
-                         stride)
+        placed = [t.placement(stamp) for t in tracks]
+        # A velocity can be wrong (a mask fragment that vanished moves a box edge far, which
+        # reads like an object leaving the view fast): a moved track is also compared where
+        # it was last seen, and the better overlap counts. Standing objects stay matched
+        # whatever their estimate; moving ones are matched where the estimate puts them.
+        moved = [k for k, (t, p) in enumerate(zip(tracks, placed, strict=True))
+                 if (p[0], p[1]) != t.box[:2]]
+        still = [(tracks[k].box[0], tracks[k].box[1], tracks[k].crop) for k in moved]
+        iou = mask_ious(ids.shape, placed + still, index, len(dets), stride)
+        best = iou[:len(tracks)]
+        if moved:
+            best[moved] = np.maximum(best[moved], iou[len(tracks):])
+        return best
 
     def _center_closeness(self, tracks: list[Track], dets: list[Segment],
                           stamp: float) -> np.ndarray:
