@@ -62,12 +62,14 @@ from panoptic_ros.ros.messages import (
 from panoptic_ros.ros.node_params import (
     PARAMS,
     SPECS,
+    TRACKER_PARAMS,
     check_live_value,
     describe_model,
     label_set_to_load,
     live_param_descriptor,
     parse_category_filter,
     predictor_config_from_params,
+    tracker_config_from_params,
 )
 from panoptic_ros.ros.params import (
     LIVE,
@@ -80,6 +82,7 @@ from panoptic_ros.ros.qos import (
     no_frames_warning,
 )
 from panoptic_ros.ros.spin import spin_main
+from panoptic_ros.tracking import Tracker, TrackerConfig
 from panoptic_ros.viz import overlay
 
 NODE_NAME = "panoptic_segmentation"
@@ -119,6 +122,13 @@ class PanopticSegmentationNode(LifecycleNode):
         self._budget = self._input_budget(self._params())
         self._input_timeout = float(self._param("input_timeout"))
         self._keep: frozenset[int] | None = None
+        # Tracking settings (on/off, thresholds), replaced whole by the parameter callback;
+        # the tracker itself belongs to the worker thread (made at activate, dropped at
+        # deactivate: a reactivated node starts new tracks).
+        self._tracking: tuple[bool, TrackerConfig] = (
+            bool(self._param("tracking")), tracker_config_from_params(self._params()))
+        self._tracker: Tracker | None = None
+        self._tracker_resets = 0
         self._stats = FrameStats()
         self._slot = LatestFrame()
         self._worker: threading.Thread | None = None
@@ -175,6 +185,13 @@ class PanopticSegmentationNode(LifecycleNode):
                 return SetParametersResult(successful=False, reason=str(err))
             if self._label_set is not None:
                 keep = parsed
+        tracking = self._tracking
+        if {"tracking", *TRACKER_PARAMS} & set(changes):
+            try:
+                config = tracker_config_from_params({**self._params(), **changes})
+            except ValueError as err:
+                return SetParametersResult(successful=False, reason=str(err))
+            tracking = (bool(changes.get("tracking", tracking[0])), config)
         live = {k: (None if v == self._live[k].unset else v)
                 for k, v in changes.items() if k in self._live}
         if live and self._predictor is not None:
@@ -183,6 +200,7 @@ class PanopticSegmentationNode(LifecycleNode):
             except (ValueError, TypeError) as err:
                 return SetParametersResult(successful=False, reason=str(err))
         self._keep = keep
+        self._tracking = tracking
         rate_changed = float(changes.get("max_rate", self._max_rate)) != self._max_rate
         self._max_rate = float(changes.get("max_rate", self._max_rate))
         self._overlay_alpha = float(changes.get("overlay_alpha", self._overlay_alpha))
@@ -300,6 +318,7 @@ class PanopticSegmentationNode(LifecycleNode):
             return ret
         self._pubs["categories"].publish(categories_msg(self._label_set, self._label_divisor))
         self._stats.reset()
+        self._tracker = None  # new tracks: ids start again after a deactivate
         self._slot = LatestFrame()
         self._worker = threading.Thread(target=self._work, name="panoptic-worker", daemon=True)
         self._worker.start()
@@ -332,6 +351,11 @@ class PanopticSegmentationNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe, stop the worker, release the model and its accelerator memory."""
         self.stop_pipeline()
+        if self._tracker is not None and self._tracker.last_track_id:
+            self._tracker_resets += 1
+            self.get_logger().info(
+                f"tracker reset (deactivate): {self._tracker.last_track_id} tracks forgotten")
+        self._tracker = None
         self._release()
         self._state = "inactive"
         return super().on_deactivate(state)
@@ -460,6 +484,7 @@ class PanopticSegmentationNode(LifecycleNode):
             keep = self._keep
             if keep is not None:
                 result = result.keep_categories(keep)
+            result = self._track(result, header)
             self._publish(result, header, rgb)
         except Exception as err:  # noqa: BLE001 - keep serving the next frame
             if not self.context.ok():  # shutting down (SIGINT) while this frame was in flight
@@ -471,6 +496,28 @@ class PanopticSegmentationNode(LifecycleNode):
             log.error(f"processing failed ({where}): {err}", throttle_duration_sec=5.0)
             return
         self._stats.processed(inference_s, time.monotonic() - frame.received)
+
+    def _track(self, result, header):
+        """The tracking step (worker thread): persistent ids, or the result as it is.
+
+        Time is the header stamp; a stamp going backwards or a frame_id change resets the
+        tracker, logged once.
+        """
+        enabled, config = self._tracking
+        if not enabled:
+            self._tracker = None
+            return result
+        tracker = self._tracker
+        if tracker is None:
+            tracker = self._tracker = Tracker(config)
+        elif tracker.config is not config:
+            tracker.config = config  # a live change applies from this frame on
+        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
+        result = tracker.update(result, stamp, header.frame_id)
+        if tracker.reset_reason is not None:
+            self._tracker_resets += 1
+            self.get_logger().info(f"tracker reset: {tracker.reset_reason}")
+        return result
 
     def _device_failed(self, reason: str) -> None:
         """Stop serving after a sticky accelerator error, and deactivate with the reason.
@@ -553,11 +600,22 @@ class PanopticSegmentationNode(LifecycleNode):
                    "torch_threads": threads,
                    "max_image_pixels": str(self._budget.max_pixels),
                    "oversize_policy": self._budget.oversize,
+                   "tracking": self._tracking_summary(),
                    **{f"inference.{k}": str(v) for k, v in sorted(live.items())}},
         )
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()  # report time, not a frame's
         self._diag_pub.publish(msg)
+
+
+    def _tracking_summary(self) -> str:
+        if not self._tracking[0]:
+            return "off"
+        tracker = self._tracker
+        if tracker is None:
+            return f"on (no frame yet; resets {self._tracker_resets})"
+        return (f"on ({len(tracker.tracks)} live tracks, {tracker.last_track_id} since the last "
+                f"reset; resets {self._tracker_resets})")
 
 
 def _name(decision: ReliabilityDecision) -> str:

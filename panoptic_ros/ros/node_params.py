@@ -107,6 +107,24 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("input_timeout", 5.0, "seconds without a frame while a publisher is matched "
               "before diagnostics WARN (naming the likely transport cause)", LIVE,
               low=0.5, high=3600.0),
+    # Tracking: live.
+    ParamSpec("tracking", True, "persistent ids: a thing keeps its instance id (label image) "
+              "and its track_id while it is visible and through gaps up to track_max_age; off "
+              "= fresh ids every frame", LIVE),
+    ParamSpec("track_max_age", 1.0, "seconds (header stamps) an unseen track survives "
+              "(occlusion, dropped frames)", LIVE, low=0.01, high=3600.0),
+    ParamSpec("track_high_score", 0.5, "detections at or above this score are associated "
+              "first and may start tracks", LIVE, low=0.0, high=1.0),
+    ParamSpec("track_low_score", 0.1, "detections from this score up to track_high_score "
+              "only continue tracks left over (<= track_high_score); lower ones are not "
+              "tracked", LIVE, low=0.0, high=1.0),
+    ParamSpec("track_min_iou", 0.2, "least mask IoU of a high-score detection with a "
+              "track's motion-predicted mask", LIVE, low=0.01, high=1.0),
+    ParamSpec("track_min_iou_low", 0.4, "least mask IoU of a low-score detection with a "
+              "track left over", LIVE, low=0.01, high=1.0),
+    ParamSpec("track_center_gate", 1.5, "fast movers: a detection left over may take a track "
+              "whose predicted centre is closer than this many object sizes; 0 = off", LIVE,
+              low=0.0, high=100.0),
     ParamSpec("autostart", True, "configure and activate at start", START),
 )
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
@@ -214,3 +232,28 @@ def describe_model(config) -> str:
     if config.weights:
         return f"{config.backend} ({config.weights})"
     return f"{config.backend} {config.variant} (random init, {config.label_set})"
+
+
+TRACKER_PARAMS = {"track_max_age": "max_age", "track_high_score": "high_score",
+                  "track_low_score": "low_score", "track_min_iou": "min_iou_high",
+                  "track_min_iou_low": "min_iou_low", "track_center_gate": "center_gate"}
+"""Node parameter -> :class:`~panoptic_ros.tracking.TrackerConfig` field."""
+
+
+def tracker_config_from_params(values: Mapping[str, Any]):
+    """The :class:`~panoptic_ros.tracking.TrackerConfig` the tracking parameters describe.
+
+    Raises:
+        ValueError: settings that do not fit together (``track_low_score`` above
+            ``track_high_score``); the message names the parameters.
+    """
+    from panoptic_ros.tracking import TrackerConfig
+
+    try:
+        return TrackerConfig(**{field: float(values[name])
+                                for name, field in TRACKER_PARAMS.items()})
+    except ValueError as err:
+        for name, field in TRACKER_PARAMS.items():
+            err = ValueError(str(err).replace(f"TrackerConfig.{field}", name)
+                             .replace(f" {field} ", f" {name} ").replace(f" {field}", f" {name}"))
+        raise err from None
