@@ -17,7 +17,7 @@ environment (``ROS_AUTOMATIC_DISCOVERY_RANGE``, ``ROS_DOMAIN_ID``).
 
 from launch.actions import DeclareLaunchArgument
 from launch.launch_description import LaunchDescription
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
@@ -40,6 +40,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("width", default_value="320", description="image width"),
         DeclareLaunchArgument("seed", default_value="2026",
                               description="scene seed (the demo model trained on 1000)"),
+        DeclareLaunchArgument("source", default_value="sequences",
+                              description="sequences (videos with depth and camera_info; "
+                              "persistent ids) or scenes (independent images)"),
         DeclareLaunchArgument("output_dir", default_value="",
                               description="monitor results folder; empty = none"),
         DeclareLaunchArgument("params_file",
@@ -54,7 +57,7 @@ def generate_launch_description() -> LaunchDescription:
         namespace=namespace,
         output="screen",
         parameters=[{"rate": arg("rate"), "height": arg("height"), "width": arg("width"),
-                     "seed": arg("seed")}],
+                     "seed": arg("seed"), "source": arg("source")}],
     )
     node = LifecycleNode(
         package=PACKAGE,
@@ -71,6 +74,7 @@ def generate_launch_description() -> LaunchDescription:
         name="panoptic_monitor",
         namespace=namespace,
         output="screen",
-        parameters=[{"output_dir": arg("output_dir")}],
+        parameters=[{"output_dir": arg("output_dir"),
+                     "video": PythonExpression(["'", arg("source"), "' == 'sequences'"])}],
     )
     return LaunchDescription([*args, camera, node, monitor])
