@@ -24,6 +24,27 @@ from panoptic_ros.categories import (
 
 
 @dataclass(frozen=True)
+class SegmentGeometry:
+    """Where a segment is in 3D, from an aligned depth image (camera optical frame, metres).
+
+    Frame: REP 103 optical (x right, y down, z forward) of the image's header.
+
+    Attributes:
+        valid_fraction: valid depth pixels / segment pixels, 0..1 (> 0: at least one).
+        centroid: ``(x, y, z)``, per-axis median of the back-projected valid pixels.
+        distance: 5th percentile of their Euclidean range (the robust nearest point).
+        extent_min: ``(x, y, z)`` per-axis 5th percentiles (axis-aligned box).
+        extent_max: ``(x, y, z)`` per-axis 95th percentiles.
+    """
+
+    valid_fraction: float
+    centroid: tuple[float, float, float]
+    distance: float
+    extent_min: tuple[float, float, float]
+    extent_max: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
 class Segment:
     """One segment of a panoptic label image.
 
@@ -42,6 +63,8 @@ class Segment:
             category and stays the same for the track's life (the STEP convention), so the
             label image's pixel value of an object persists across frames too.
         track_age: seconds since the track was first seen (header stamps); 0.0 untracked.
+        geometry: where it is in 3D (:class:`SegmentGeometry`), None without depth or without
+            a valid depth pixel in it.
     """
 
     id: int
@@ -54,6 +77,7 @@ class Segment:
     iscrowd: bool = False
     track_id: int = 0
     track_age: float = 0.0
+    geometry: SegmentGeometry | None = None
 
 
 def segment_stats(index_map: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from panoptic_ros.msg import (
     PanopticSegmentation,
     SegmentInfo,
 )
-from panoptic_ros.result import PanopticResult, Segment
+from panoptic_ros.result import PanopticResult, Segment, SegmentGeometry
 from panoptic_ros.ros.conversions import array_to_image, image_to_array
 
 IDS_ENCODING = "32SC1"
@@ -74,21 +74,56 @@ def panoptic_msg(result: PanopticResult, header: Header, label_set: LabelSet) ->
                 area=int(s.area),
                 bbox=RegionOfInterest(x_offset=int(x), y_offset=int(y), width=int(w),
                                       height=int(h)),
+                **_geometry_fields(s.geometry),
             )
         )
     msg.segments = segments
     return msg
 
 
+_NO_POINT = (float("nan"),) * 3
+
+
+def _geometry_fields(g: SegmentGeometry | None) -> dict[str, Any]:
+    """SegmentInfo's 3D fields: the geometry, or ``has_3d`` false with NaNs."""
+    if g is None:
+        return {"has_3d": False, "valid_depth_fraction": 0.0, "centroid": _NO_POINT,
+                "distance": float("nan"), "extent_min": _NO_POINT, "extent_max": _NO_POINT}
+    return {"has_3d": True, "valid_depth_fraction": float(g.valid_fraction),
+            "centroid": tuple(float(v) for v in g.centroid), "distance": float(g.distance),
+            "extent_min": tuple(float(v) for v in g.extent_min),
+            "extent_max": tuple(float(v) for v in g.extent_max)}
+
+
+def _geometry_from(info: SegmentInfo) -> SegmentGeometry | None:
+    if not info.has_3d:
+        return None
+    return SegmentGeometry(
+        valid_fraction=float(info.valid_depth_fraction),
+        centroid=tuple(float(v) for v in info.centroid), distance=float(info.distance),
+        extent_min=tuple(float(v) for v in info.extent_min),
+        extent_max=tuple(float(v) for v in info.extent_max))
+
+
 def instance_counts_msg(
     result: PanopticResult, header: Header, label_set: LabelSet
 ) -> InstanceCounts:
-    """Count instances per thing category: every thing of the label set, zeros included."""
+    """Count instances per thing category: every thing of the label set, zeros included.
+
+    ``nearest_distance`` is the smallest ``distance`` of the category's instances with 3D,
+    NaN when none has it.
+    """
     counts = result.counts(label_set)
+    nearest: dict[int, float] = {}
+    for seg in result.segments:
+        if seg.is_thing and not seg.iscrowd and seg.geometry is not None:
+            old = nearest.get(seg.category_id, float("inf"))
+            nearest[seg.category_id] = min(old, float(seg.geometry.distance))
     msg = InstanceCounts()
     msg.header = header
     msg.counts = [
-        ClassCount(category_id=c.id, label=c.name, count=int(counts.get(c.id, 0)))
+        ClassCount(category_id=c.id, label=c.name, count=int(counts.get(c.id, 0)),
+                   nearest_distance=nearest.get(c.id, float("nan")))
         for c in label_set.things
     ]
     return msg
@@ -150,6 +185,7 @@ def result_from_msg(msg: PanopticSegmentation) -> PanopticResult:
                 id=int(s.id), category_id=int(s.category_id), is_thing=bool(s.is_thing),
                 instance_id=int(s.instance_id), score=float(s.score), area=int(s.area),
                 track_id=int(s.track_id), track_age=float(s.track_age),
+                geometry=_geometry_from(s),
                 bbox=(int(s.bbox.x_offset), int(s.bbox.y_offset), int(s.bbox.width),
                       int(s.bbox.height)),
             )
