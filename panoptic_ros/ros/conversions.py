@@ -15,7 +15,9 @@ without ever materialising the full-size image.
 
 Only the message *attributes* are used on the way in (``height``, ``width``, ``encoding``,
 ``step``, ``is_bigendian``, ``data``; ``format`` for compressed images), so the pure pixel
-functions are testable without a ROS graph; nothing here imports rclpy.
+functions are testable without a ROS graph and also convert other libraries' messages (the
+``rosbags`` objects of ``panoptic-ros bag``). Nothing here imports rclpy, and ``sensor_msgs``
+only inside :func:`array_to_image`: the way in works without a ROS installation.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ import array
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import Image
 
 from panoptic_ros.errors import PanopticRosError
+
+if TYPE_CHECKING:
+    from sensor_msgs.msg import Image
 
 
 class ImageConversionError(PanopticRosError, ValueError):
@@ -760,6 +764,8 @@ def array_to_image(pixels: np.ndarray, encoding: str, header: Any = None) -> Ima
         does not fit it.
 
     """
+    from sensor_msgs.msg import Image
+
     enc = get_encoding(encoding)
     if pixels.dtype != enc.dtype:
         raise TypeError(f"{encoding} needs {enc.dtype} pixels, got {pixels.dtype}")
