@@ -19,8 +19,12 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from panoptic_ros.errors import ModelLoadError, UserError
+
+if TYPE_CHECKING:
+    from panoptic_ros.inference import Predictor
 
 HELP = ("segment an image or a folder of images; write COCO panoptic predictions.json + "
         "predictions/ PNGs")
@@ -31,16 +35,32 @@ PRED_JSON = "predictions.json"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``infer`` (values checked when the model loads: no torch import here)."""
+    parser.add_argument("--input", required=True, type=Path,
+                        help="an image file or a folder of images (not recursive)")
+    parser.add_argument("--output", required=True, type=Path,
+                        help=f"output folder: {PRED_JSON} + {Path(PRED_JSON).stem}/ PNGs")
+    add_model_arguments(parser)
+    tracking = parser.add_argument_group("tracking (a folder as one video)")
+    tracking.add_argument("--track", action="store_true",
+                          help="treat the images, in file-name order, as one video: thing ids "
+                               "persist across frames, segments carry track_id and track_age")
+    tracking.add_argument("--rate", type=float, default=10.0, metavar="HZ",
+                          help="frame rate of the video for --track: frame k is at k/HZ s "
+                               "(default 10)")
+    add_pretrained_arguments(parser)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and Predictor options shared by the commands that run a model.
+
+    Pair with :func:`add_pretrained_arguments` and read back with :func:`load_predictor`.
+    """
     parser.add_argument("--backend", default="efficientps",
                         help="model backend: efficientps (default) or mask2former")
     parser.add_argument("--weights", default="demo",
                         help="efficientps: checkpoint path, or 'demo' for the bundled model "
                              "(default); mask2former: a hub model id or a save_pretrained "
                              "folder")
-    parser.add_argument("--input", required=True, type=Path,
-                        help="an image file or a folder of images (not recursive)")
-    parser.add_argument("--output", required=True, type=Path,
-                        help=f"output folder: {PRED_JSON} + {Path(PRED_JSON).stem}/ PNGs")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
     parser.add_argument("--input-size", default=None, metavar="HxW",
@@ -50,13 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="minimum score of a detection / query (default: the model's)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network (the first image pays the compilation)")
-    tracking = parser.add_argument_group("tracking (a folder as one video)")
-    tracking.add_argument("--track", action="store_true",
-                          help="treat the images, in file-name order, as one video: thing ids "
-                               "persist across frames, segments carry track_id and track_age")
-    tracking.add_argument("--rate", type=float, default=10.0, metavar="HZ",
-                          help="frame rate of the video for --track: frame k is at k/HZ s "
-                               "(default 10)")
+
+
+def add_pretrained_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the pretrained backends (a group at the end of the help)."""
     pretrained = parser.add_argument_group("pretrained backends (mask2former)")
     pretrained.add_argument("--allow-download", action="store_true",
                             help="let a hub model id missing from the local cache download")
@@ -79,6 +96,27 @@ def parse_input_size(text: str | None) -> int | tuple[int, int] | None:
     if match.group(2) is None:
         return int(match.group(1))
     return int(match.group(1)), int(match.group(2))
+
+
+def load_predictor(args: argparse.Namespace) -> Predictor:
+    """The Predictor the options of :func:`add_model_arguments` describe.
+
+    Raises:
+        UserError: a malformed ``--input-size``, or the model cannot be loaded (the reason).
+    """
+    from panoptic_ros.inference import Predictor, PredictorConfig
+
+    input_size = parse_input_size(args.input_size)
+    try:
+        return Predictor(PredictorConfig(
+            backend=args.backend, weights=args.weights, device=args.device,
+            precision=args.precision, input_size=input_size, compile=args.compile,
+            allow_download=args.allow_download, cache_dir=args.cache_dir,
+            pretrained_label_set=args.label_set,
+            inference={"score_threshold": args.score_threshold, "rules": args.rules},
+        ))
+    except (ModelLoadError, ValueError) as err:
+        raise UserError(f"cannot load the model: {err}") from None
 
 
 def find_images(path: Path) -> list[Path]:
@@ -105,7 +143,6 @@ def run(args: argparse.Namespace) -> int:
         image_id_from_stem,
         read_image,
     )
-    from panoptic_ros.inference import Predictor, PredictorConfig
     from panoptic_ros.tracking import TrackedPredictor, Tracker
 
     images = find_images(args.input)
@@ -118,19 +155,9 @@ def run(args: argparse.Namespace) -> int:
         ids[image_id] = path
     if args.output.exists() and not args.output.is_dir():
         raise UserError(f"output {args.output} exists and is not a folder")
-    input_size = parse_input_size(args.input_size)
     if args.track and not (args.rate > 0 and args.rate < float("inf")):
         raise UserError(f"--rate must be a positive number of frames per second, got {args.rate}")
-    try:
-        predictor = Predictor(PredictorConfig(
-            backend=args.backend, weights=args.weights, device=args.device,
-            precision=args.precision, input_size=input_size, compile=args.compile,
-            allow_download=args.allow_download, cache_dir=args.cache_dir,
-            pretrained_label_set=args.label_set,
-            inference={"score_threshold": args.score_threshold, "rules": args.rules},
-        ))
-    except (ModelLoadError, ValueError) as err:
-        raise UserError(f"cannot load the model: {err}") from None
+    predictor = load_predictor(args)
     step = TrackedPredictor(predictor, Tracker() if args.track else None)
     writer = CocoPanopticWriter(args.output, predictor.label_set, json_name=PRED_JSON,
                                 png_dir_name=Path(PRED_JSON).stem)
