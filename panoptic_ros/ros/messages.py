@@ -1,7 +1,8 @@
 """The package's messages, both directions: PanopticResult <-> panoptic_ros / sensor_msgs.
 
 Encoders (the node): every message of a frame carries the input image's header unchanged and is
-at the input's size. Label images go into ``Image.data`` with one buffer copy
+at the input's size; field values come from :mod:`panoptic_ros.message_fields`, shared with the
+rosbags encoder of ``panoptic-ros bag``. Label images go into ``Image.data`` with one buffer copy
 (:func:`array_to_image`). Decoders (the monitor, any consumer): :func:`result_from_msg`,
 :func:`label_set_from_msg`, :func:`frame_key`, the inverses of what a consumer needs.
 """
@@ -16,6 +17,12 @@ from std_msgs.msg import Header
 
 from panoptic_ros.categories import Category as CategoryEntry
 from panoptic_ros.categories import LabelSet
+from panoptic_ros.message_fields import (
+    bbox_fields,
+    category_fields,
+    class_count_fields,
+    segment_info_fields,
+)
 from panoptic_ros.msg import (
     Category,
     CategoryArray,
@@ -58,41 +65,12 @@ def panoptic_msg(result: PanopticResult, header: Header, label_set: LabelSet) ->
     msg.label_divisor = int(result.label_divisor)
     msg.ids = array_to_image(np.asarray(result.ids, dtype=np.int32), IDS_ENCODING, header)
     names = {c.id: c.name for c in label_set}
-    segments = []
-    for s in result.segments:
-        x, y, w, h = s.bbox
-        segments.append(
-            SegmentInfo(
-                id=int(s.id),
-                category_id=int(s.category_id),
-                label=names.get(s.category_id, ""),
-                is_thing=bool(s.is_thing),
-                instance_id=int(s.instance_id),
-                score=float(s.score),
-                track_id=int(s.track_id),
-                track_age=float(s.track_age),
-                area=int(s.area),
-                bbox=RegionOfInterest(x_offset=int(x), y_offset=int(y), width=int(w),
-                                      height=int(h)),
-                **_geometry_fields(s.geometry),
-            )
-        )
-    msg.segments = segments
+    msg.segments = [
+        SegmentInfo(**segment_info_fields(s, names.get(s.category_id, "")),
+                    bbox=RegionOfInterest(**bbox_fields(s)))
+        for s in result.segments
+    ]
     return msg
-
-
-_NO_POINT = (float("nan"),) * 3
-
-
-def _geometry_fields(g: SegmentGeometry | None) -> dict[str, Any]:
-    """SegmentInfo's 3D fields: the geometry, or ``has_3d`` false with NaNs."""
-    if g is None:
-        return {"has_3d": False, "valid_depth_fraction": 0.0, "centroid": _NO_POINT,
-                "distance": float("nan"), "extent_min": _NO_POINT, "extent_max": _NO_POINT}
-    return {"has_3d": True, "valid_depth_fraction": float(g.valid_fraction),
-            "centroid": tuple(float(v) for v in g.centroid), "distance": float(g.distance),
-            "extent_min": tuple(float(v) for v in g.extent_min),
-            "extent_max": tuple(float(v) for v in g.extent_max)}
 
 
 def _geometry_from(info: SegmentInfo) -> SegmentGeometry | None:
@@ -113,19 +91,9 @@ def instance_counts_msg(
     ``nearest_distance`` is the smallest ``distance`` of the category's instances with 3D,
     NaN when none has it.
     """
-    counts = result.counts(label_set)
-    nearest: dict[int, float] = {}
-    for seg in result.segments:
-        if seg.is_thing and not seg.iscrowd and seg.geometry is not None:
-            old = nearest.get(seg.category_id, float("inf"))
-            nearest[seg.category_id] = min(old, float(seg.geometry.distance))
     msg = InstanceCounts()
     msg.header = header
-    msg.counts = [
-        ClassCount(category_id=c.id, label=c.name, count=int(counts.get(c.id, 0)),
-                   nearest_distance=nearest.get(c.id, float("nan")))
-        for c in label_set.things
-    ]
+    msg.counts = [ClassCount(**fields) for fields in class_count_fields(result, label_set)]
     return msg
 
 
@@ -137,10 +105,7 @@ def categories_msg(
     if header is not None:
         msg.header = header
     msg.label_divisor = int(label_divisor)
-    msg.categories = [
-        Category(id=c.id, name=c.name, is_thing=c.is_thing, color=list(c.color))
-        for c in label_set
-    ]
+    msg.categories = [Category(**fields) for fields in category_fields(label_set)]
     return msg
 
 
