@@ -91,6 +91,8 @@ class PredictorConfig:
         pretrained_label_set: pretrained backends: how the model's labels map onto our
             categories: ``auto``, ``coco``, ``cityscapes``, ``custom`` or a category JSON
             (``None``: the backend's default, ``auto``).
+        backend_options: further options of a registered backend's builder, passed in its
+            spec (``onnx``: ``providers``, ``intra_op_threads``); not for efficientps.
     """
 
     backend: str = "efficientps"
@@ -110,6 +112,7 @@ class PredictorConfig:
     cache_dir: str | None = None
     revision: str | None = None
     pretrained_label_set: str | None = None
+    backend_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -140,6 +143,9 @@ class PredictorConfig:
                 raise ValueError(
                     f"{given} apply to pretrained backends (mask2former), not to efficientps"
                 )
+            if self.backend_options:
+                raise ValueError(f"backend_options {sorted(self.backend_options)} apply to "
+                                 f"other backends, not to efficientps")
 
     def model_spec(self) -> dict[str, Any]:
         """Registry spec of a pretrained backend: where this config becomes backend options.
@@ -154,6 +160,7 @@ class PredictorConfig:
         optional = {"cache_dir": self.cache_dir, "revision": self.revision,
                     "label_set": self.pretrained_label_set}
         spec.update({k: v for k, v in optional.items() if v is not None})
+        spec.update(self.backend_options)
         return spec
 
     def inference_overrides(self) -> dict[str, Any]:
@@ -371,7 +378,8 @@ class Predictor:
         if config.backend != "efficientps":
             if config.weights is None or config.weights == "demo":
                 raise ModelLoadError(
-                    f"backend {config.backend!r} needs weights (a model id or folder)"
+                    f"backend {config.backend!r} needs weights (a model id, folder or "
+                    f"file)"
                 )
             try:
                 return build_model(config.model_spec())

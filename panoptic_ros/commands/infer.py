@@ -56,11 +56,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     Pair with :func:`add_pretrained_arguments` and read back with :func:`load_predictor`.
     """
     parser.add_argument("--backend", default="efficientps",
-                        help="model backend: efficientps (default) or mask2former")
+                        help="model backend: efficientps (default), mask2former or onnx")
     parser.add_argument("--weights", default="demo",
                         help="efficientps: checkpoint path, or 'demo' for the bundled model "
                              "(default); mask2former: a hub model id or a save_pretrained "
-                             "folder")
+                             "folder; onnx: a file written by 'panoptic-ros export --format "
+                             "onnx'")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
     parser.add_argument("--input-size", default=None, metavar="HxW",
@@ -70,6 +71,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="minimum score of a detection / query (default: the model's)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network (the first image pays the compilation)")
+    parser.add_argument("--onnx-providers", metavar="LIST",
+                        help="--backend onnx: ONNX Runtime execution providers in priority "
+                             "order, comma-separated: cpu (default), cuda, tensorrt; those "
+                             "missing here fall back to cpu with a warning")
 
 
 def add_pretrained_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +112,11 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
     from panoptic_ros.inference import Predictor, PredictorConfig
 
     input_size = parse_input_size(args.input_size)
+    options = {}
+    if args.onnx_providers is not None:
+        if args.backend != "onnx":
+            raise UserError("--onnx-providers applies to --backend onnx")
+        options["providers"] = args.onnx_providers
     try:
         return Predictor(PredictorConfig(
             backend=args.backend, weights=args.weights, device=args.device,
@@ -114,6 +124,7 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
             allow_download=args.allow_download, cache_dir=args.cache_dir,
             pretrained_label_set=args.label_set,
             inference={"score_threshold": args.score_threshold, "rules": args.rules},
+            backend_options=options,
         ))
     except (ModelLoadError, ValueError) as err:
         raise UserError(f"cannot load the model: {err}") from None

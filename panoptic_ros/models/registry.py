@@ -27,6 +27,7 @@ Builder = Callable[[Any, "LabelSet | None"], "nn.Module"]
 _BACKENDS: dict[str, str | Builder] = {
     "efficientps": "panoptic_ros.models.registry:_build_efficientps",
     "mask2former": "panoptic_ros.models.registry:_build_mask2former",
+    "onnx": "panoptic_ros.models.onnx_backend:build_onnx",
 }
 
 

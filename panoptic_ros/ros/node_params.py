@@ -44,6 +44,16 @@ def _check_backend(value: Any) -> str | None:
     return None if value in names else f"backend must be one of {names}, got {value!r}"
 
 
+def _check_onnx_providers(value: Any) -> str | None:
+    from panoptic_ros.models.onnx_backend import provider_names
+
+    try:
+        provider_names(str(value))
+    except ValueError as err:
+        return f"onnx_providers: {err}"
+    return None
+
+
 MODEL_DEFAULT = "the model's own setting"
 MAX_IMAGE_PIXELS = 4096 * 4096
 
@@ -77,6 +87,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               "the default ($HF_HUB_CACHE)", CONFIGURE),
     ParamSpec("revision", "", "pretrained backends: hub revision (branch, tag or commit) of a "
               "hub id; empty = the default branch", CONFIGURE),
+    ParamSpec("onnx_providers", "cpu", "backend onnx: ONNX Runtime execution providers in "
+              "priority order, comma-separated: cpu, cuda, tensorrt (or ...ExecutionProvider "
+              "names); those this onnxruntime lacks fall back to cpu with one log line. "
+              "Intra-op threads follow cpu_threads", CONFIGURE, validate=_check_onnx_providers),
     # Input budget: live.
     ParamSpec("max_image_pixels", MAX_IMAGE_PIXELS, "largest accepted input image, pixels "
               "(width x height; compressed images are judged by their header before "
@@ -182,6 +196,8 @@ def predictor_config_from_params(values: Mapping[str, Any],
         cache_dir=values["cache_dir"] or None,
         revision=values["revision"] or None,
         inference=dict(inference or {}),
+        backend_options=({"providers": values["onnx_providers"]}
+                         if values["backend"] == "onnx" else {}),
     )
 
 
@@ -211,11 +227,16 @@ def label_set_to_load(values: Mapping[str, Any]) -> LabelSet | None:
     """The categories the next configure would load, when they can be read cheaply.
 
     Random initialisation: the ``label_set`` parameter; an EfficientPS checkpoint (``demo`` or
-    a file): its stored table. ``None`` for what only loading can tell (pretrained backends).
+    a file): its stored table; an ONNX export: its metadata's table. ``None`` for what only
+    loading can tell (pretrained backends).
     """
     from panoptic_ros.categories import get_label_set
 
     try:
+        if values["backend"] == "onnx":
+            from panoptic_ros.export import read_metadata
+
+            return LabelSet.from_dict(read_metadata(values["weights"])["label_set"])
         if values["backend"] != "efficientps":
             return None
         if not values["weights"]:

@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
-from panoptic_ros.categories import DEFAULT_LABEL_DIVISOR
+from panoptic_ros.categories import DEFAULT_LABEL_DIVISOR, check_label_divisor
 from panoptic_ros.config_dicts import dataclass_kwargs, plain_types
 from panoptic_ros.models.efficientps.layers import ACTIVATIONS, NORMS
 from panoptic_ros.models.fusion import STRATEGIES as FUSION_STRATEGIES
-from panoptic_ros.models.live_params import LiveParam
+from panoptic_ros.models.live_params import LiveParam, check_values
 from panoptic_ros.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 # EfficientNet compound scaling (width, depth) of B0..B7, from the EfficientNet paper.
@@ -105,6 +105,44 @@ FUSION_LIVE_PARAMS: tuple[LiveParam, ...] = (
 )
 """The live settings of the EfficientPS backend (the fields of :class:`FusionConfig` but
 ``reference_size``)."""
+
+
+class FusionSettings:
+    """Backend interface of an EfficientPS model's live fusion settings and id encoding.
+
+    Shared by the PyTorch model and its ONNX export (:mod:`panoptic_ros.models.onnx_backend`);
+    the class using it sets ``config`` (:class:`EfficientPSConfig`), ``fusion_config``
+    (:class:`FusionConfig`, the live values) and ``label_set``.
+    """
+
+    config: EfficientPSConfig
+    fusion_config: FusionConfig
+    label_set: Any
+
+    LIVE_PARAMS = FUSION_LIVE_PARAMS
+    """Live settings (:mod:`~panoptic_ros.models.live_params`): the fusion thresholds."""
+
+    @property
+    def label_divisor(self) -> int:
+        """Divisor of the id encoding (settable; only the fusion output depends on it)."""
+        return self.config.label_divisor
+
+    @label_divisor.setter
+    def label_divisor(self, value: int) -> None:
+        check_label_divisor(int(value), self.label_set)
+        self.config = dataclasses.replace(self.config, label_divisor=int(value))
+
+    def inference_params(self) -> dict[str, Any]:
+        """Current values of :attr:`LIVE_PARAMS` (``strategy``, thresholds, ``stuff_area``)."""
+        return {p.name: getattr(self.fusion_config, p.name) for p in self.LIVE_PARAMS}
+
+    def set_inference_params(self, **kwargs: Any) -> None:
+        """Change fusion settings live (names of :attr:`LIVE_PARAMS`).
+
+        Unknown names or invalid values raise ``ValueError`` and change nothing.
+        """
+        check_values(self.LIVE_PARAMS, kwargs)
+        self.fusion_config = dataclasses.replace(self.fusion_config, **kwargs)
 
 
 @dataclass(frozen=True)

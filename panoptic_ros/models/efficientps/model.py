@@ -25,7 +25,6 @@ Training targets, one dict per image, at the image's own (unpadded) size ``h x w
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -42,16 +41,15 @@ from torchvision.ops import MultiScaleRoIAlign
 from panoptic_ros.categories import IGNORE_INDEX, LabelSet, check_label_divisor
 from panoptic_ros.models.efficientps.backbone import EfficientNetBackbone
 from panoptic_ros.models.efficientps.config import (
-    FUSION_LIVE_PARAMS,
     EfficientPSConfig,
     FusionConfig,
+    FusionSettings,
 )
 from panoptic_ros.models.efficientps.fpn import TwoWayFPN
 from panoptic_ros.models.efficientps.instance_head import PanopticRoIHeads, SeparableMaskHead
 from panoptic_ros.models.efficientps.layers import activation_factory, norm_factory
 from panoptic_ros.models.efficientps.postprocess import postprocess
 from panoptic_ros.models.efficientps.semantic_head import SemanticHead
-from panoptic_ros.models.live_params import check_values
 from panoptic_ros.models.preprocess import check_batch, normalize_and_pad
 from panoptic_ros.result import PanopticResult
 
@@ -89,7 +87,7 @@ def full_precision(device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
-class EfficientPS(nn.Module):
+class EfficientPS(FusionSettings, nn.Module):
     """EfficientPS panoptic segmentation network.
 
     Args:
@@ -176,16 +174,6 @@ class EfficientPS(nn.Module):
         return self.label_set.num_stuff
 
     @property
-    def label_divisor(self) -> int:
-        """Divisor of the id encoding (settable; only the fusion output depends on it)."""
-        return self.config.label_divisor
-
-    @label_divisor.setter
-    def label_divisor(self, value: int) -> None:
-        check_label_divisor(int(value), self.label_set)
-        self.config = dataclasses.replace(self.config, label_divisor=int(value))
-
-    @property
     def device(self) -> torch.device:
         """Device of the parameters."""
         return self.category_ids.device
@@ -199,21 +187,6 @@ class EfficientPS(nn.Module):
             "size_divisibility": self.config.size_divisibility,
             "max_input_pixels": int(math.prod(self.fusion_config.reference_size)),
         }
-
-    LIVE_PARAMS = FUSION_LIVE_PARAMS
-    """Live settings (:mod:`~panoptic_ros.models.live_params`): the fusion thresholds."""
-
-    def inference_params(self) -> dict[str, Any]:
-        """Current values of :attr:`LIVE_PARAMS` (``strategy``, thresholds, ``stuff_area``)."""
-        return {p.name: getattr(self.fusion_config, p.name) for p in self.LIVE_PARAMS}
-
-    def set_inference_params(self, **kwargs: Any) -> None:
-        """Change fusion settings live (names of :attr:`LIVE_PARAMS`).
-
-        Unknown names or invalid values raise ``ValueError`` and change nothing.
-        """
-        check_values(self.LIVE_PARAMS, kwargs)
-        self.fusion_config = dataclasses.replace(self.fusion_config, **kwargs)
 
     def preprocess(
         self, images: ImageInput, image_sizes: Sequence[tuple[int, int]] | None = None
