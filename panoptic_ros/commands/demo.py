@@ -54,9 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default 10)")
     parser.add_argument("--output", type=Path, default=Path("demo_output"),
                         help="results folder (default demo_output/)")
+    parser.add_argument("--backend", default="efficientps",
+                        help="the node's model backend: efficientps (default) or onnx (give "
+                             "--weights an .onnx file from 'panoptic-ros export --format "
+                             "onnx')")
     parser.add_argument("--weights", default="demo",
                         help="'demo' (the bundled model, default), a checkpoint path, or "
-                             "'random' (random initialisation: plumbing only, PQ near 0)")
+                             "'random' (random initialisation: plumbing only, PQ near 0); "
+                             "--backend onnx: an exported .onnx file")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None,
                         help="the node's torch CPU threads (default: cores - 1, at least 1; "
@@ -86,8 +91,11 @@ def parse_size(text: str) -> tuple[int, int]:
     return size
 
 
-def resolve_weights(text: str) -> str:
+def resolve_weights(text: str, backend: str = "efficientps") -> str:
     """The node's ``weights`` parameter for ``--weights``; :class:`UserError` if missing."""
+    if backend != "efficientps" and text in ("demo", "random"):
+        raise UserError(f"--backend {backend} needs --weights FILE (for onnx: 'panoptic-ros "
+                        f"export --format onnx --output demo.onnx' exports the bundled model)")
     if text == "random":
         return ""
     if text == "demo":
@@ -174,18 +182,20 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads if args.threads is not None else max(1, (os.cpu_count() or 2) - 1)
     if not 1 <= threads <= 1024:
         raise UserError(f"--threads must lie in 1..1024, got {threads}")
-    weights = resolve_weights(args.weights)
+    weights = resolve_weights(args.weights, args.backend)
     domain_id = setup_ros_environment(args.domain_id)
     out = args.output
     from panoptic_ros.ros.demo import report
     from panoptic_ros.ros.demo.launcher import DemoConfig, DemoError, run_demo
 
     report.prepare_output(out)
-    cfg = DemoConfig(output_dir=out.resolve(), weights=weights, duration_s=args.duration,
+    cfg = DemoConfig(output_dir=out.resolve(), backend=args.backend, weights=weights,
+                     duration_s=args.duration,
                      rate_hz=args.rate, height=height, width=width, device=args.device,
                      cpu_threads=threads, seed=args.seed, source=args.source,
                      frames_per_sequence=args.frames_per_sequence, sheet_rows=args.rows)
     model = {"demo": "bundled demo model", "": "random initialisation"}.get(weights, weights)
+    model = model if args.backend == "efficientps" else f"{args.backend}: {model}"
     what = (f"videos of {args.frames_per_sequence} frames" if args.source == "sequences"
             else "scenes")
     print(f"panoptic-ros demo: {height}x{width} synthetic {what} (seed {args.seed}) at "
@@ -202,7 +212,8 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
         status.close()
     summary["config"] = {"duration_s": args.duration, "rate_hz": args.rate,
-                         "size": [height, width], "weights": args.weights,
+                         "size": [height, width], "backend": args.backend,
+                         "weights": args.weights,
                          "device": args.device, "threads": threads, "seed": args.seed,
                          "source": args.source,
                          "frames_per_sequence": args.frames_per_sequence, "rows": args.rows}

@@ -63,6 +63,7 @@ class DemoConfig:
 
     Attributes:
         output_dir: folder of the results and of ``logs/`` (node, camera).
+        backend: the node's ``backend`` parameter (``efficientps``, ``onnx``...).
         weights: the node's ``weights`` parameter: ``demo``, a checkpoint path, or ``""``
             (random initialisation, plumbing only).
         duration_s: streaming time, seconds, from the first frame.
@@ -81,6 +82,7 @@ class DemoConfig:
     """
 
     output_dir: Path
+    backend: str = "efficientps"
     weights: str = "demo"
     duration_s: float = 60.0
     rate_hz: float = 10.0
@@ -152,7 +154,8 @@ def log_reason(log_path: Path) -> str:
 
 def write_node_params(path: Path, cfg: DemoConfig) -> Path:
     """The node's parameters file: the demo's model and device, autostart."""
-    params = {"weights": cfg.weights, "device": cfg.device, "cpu_threads": cfg.cpu_threads,
+    params = {"backend": cfg.backend, "weights": cfg.weights, "device": cfg.device,
+              "cpu_threads": cfg.cpu_threads,
               "autostart": True, "max_rate": 0.0}
     if not cfg.weights:
         params.update(variant="narrow", label_set="synthetic")
