@@ -3,7 +3,10 @@
 Video ground truth (every ``images[]`` entry has ``video_id`` and ``frame_index``, PNGs named
 ``<video>/<frame:06d>.png``, thing ids persistent across a video's frames) adds the video
 metrics: STQ (AQ, SQ), VPQ (k = 1, 5, 10, 15 and their mean), IDF1, ID switches, MOTA and HOTA
-(:mod:`panoptic_ros.evaluation.video`). Prediction frames are then paired with ground-truth
+(:mod:`panoptic_ros.evaluation.video`). Ground truth whose thing segments carry ``position_m``
+(``synth --sequences``) scored against predictions with ``centroid_m`` (``infer --depth``) adds
+the 3D centroid error of matched things (:mod:`panoptic_ros.evaluation.centroid`; results under
+"centroid"). Prediction frames are then paired with ground-truth
 frames by ``file_name``, and predicted thing segment ids that persist across frames are tracks.
 
 PNG folders follow the COCO panoptic convention (panopticapi's): a JSON's PNGs lie in the folder
@@ -21,6 +24,11 @@ from pathlib import Path
 
 from panoptic_ros.data.coco_panoptic import load_json
 from panoptic_ros.errors import UserError
+from panoptic_ros.evaluation.centroid import (
+    centroid_compute_files,
+    format_centroid_results,
+    has_positions,
+)
 from panoptic_ros.evaluation.pq import format_results, pq_compute_files
 from panoptic_ros.evaluation.video import format_video_results, is_video, video_compute_files
 
@@ -68,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{what} not found: {path}")
     gt_dir = png_dir(args.gt_json, args.gt_dir, "ground-truth", "--gt-dir")
     pred_dir = png_dir(args.pred_json, args.pred_dir, "prediction", "--pred-dir")
-    video = is_video(load_json(args.gt_json, "ground-truth JSON"))
+    gt = load_json(args.gt_json, "ground-truth JSON")
+    video = is_video(gt)
     results = pq_compute_files(args.gt_json, gt_dir, args.pred_json, pred_dir,
                                workers=args.workers, by_file_name=video)
     print(format_results(results))
@@ -76,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
         results["video"] = video_compute_files(args.gt_json, gt_dir, args.pred_json, pred_dir,
                                                workers=args.workers)
         print(format_video_results(results["video"]))
+    pred = load_json(args.pred_json, "prediction JSON")
+    if has_positions(gt) and any("centroid_m" in s or "position_m" in s
+                                 for a in pred.get("annotations", [])
+                                 for s in a.get("segments_info", [])):
+        results["centroid"] = centroid_compute_files(
+            gt, gt_dir, pred, pred_dir, workers=args.workers).results()
+        print(format_centroid_results(results["centroid"]))
     print(f"Time elapsed: {time.perf_counter() - start:0.2f} seconds")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,15 @@ With ``--track`` the images are one video in file-name order: frame ``k`` has th
 ``category * label_divisor + track instance number``) stays the same in every frame where the
 object is tracked, and its ``segments_info`` entry carries ``track_id`` and ``track_age``
 (seconds since first seen).
+
+With ``--depth DIR --camera-info FILE`` each image's depth (``DIR/<stem>.png``, 16-bit
+millimetres, 0 = none, as ``panoptic-ros synth`` writes it; same field of view, scaled by nearest
+neighbour when its size differs) and the colour camera's calibration
+(``camera_calibration_parsers`` YAML; ``P`` when set, else ``K``) add the frame path's 3D step
+(:func:`panoptic_ros.geometry.segment_geometry`): every thing segment with a valid depth pixel
+gets ``"centroid_m": [x, y, z]`` (per-axis median of its back-projected depth pixels),
+``"distance_m"`` (5th percentile of their range) and ``"valid_depth_fraction"``, metres in the
+camera optical frame.
 """
 
 from __future__ import annotations
@@ -47,6 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tracking.add_argument("--rate", type=float, default=10.0, metavar="HZ",
                           help="frame rate of the video for --track: frame k is at k/HZ s "
                                "(default 10)")
+    depth = parser.add_argument_group("3D (depth aligned with the images)")
+    depth.add_argument("--depth", type=Path, metavar="DIR",
+                       help="folder of 16-bit millimetre depth PNGs named like the images "
+                            "(e.g. DATA/depth/<video>); adds centroid_m, distance_m and "
+                            "valid_depth_fraction to thing segments")
+    depth.add_argument("--camera-info", type=Path, metavar="YAML",
+                       help="calibration of the colour camera (camera_calibration_parsers "
+                            "YAML, e.g. DATA/camera_info/<video>.yaml); needed with --depth")
     add_pretrained_arguments(parser)
 
 
@@ -145,15 +162,58 @@ def find_images(path: Path) -> list[Path]:
     return images
 
 
+def find_depth(depth_dir: Path | None, camera_info: Path | None,
+               images: list[Path]) -> dict[Path, Path] | None:
+    """Each image's depth PNG (``depth_dir/<stem>.png``), or None without ``--depth``.
+
+    Raises:
+        UserError: only one of the two options, a missing folder, file or depth PNG.
+    """
+    if depth_dir is None and camera_info is None:
+        return None
+    if depth_dir is None or camera_info is None:
+        raise UserError("--depth and --camera-info go together (depth needs the calibration)")
+    if not depth_dir.is_dir():
+        raise UserError(f"depth folder not found: {depth_dir}")
+    if not camera_info.is_file():
+        raise UserError(f"camera calibration not found: {camera_info}")
+    paths = {image: depth_dir / f"{image.stem}.png" for image in images}
+    missing = [p.name for p in paths.values() if not p.is_file()]
+    if missing:
+        raise UserError(f"no depth PNG for {len(missing)} image(s) in {depth_dir} (e.g. "
+                        f"{missing[0]}): depth files are named like the images")
+    return paths
+
+
+def with_depth(result, depth_png: Path, calibration):
+    """The frame path's 3D step on one result (depth read, scaled, intrinsics checked)."""
+    from panoptic_ros.data.sequences import read_depth_png
+    from panoptic_ros.geometry import (
+        DepthError,
+        intrinsics_from_calibration,
+        match_depth_size,
+        segment_geometry,
+    )
+
+    try:
+        camera = intrinsics_from_calibration(calibration, result.ids.shape)
+        depth, _ = match_depth_size(read_depth_png(depth_png), result.height, result.width)
+    except DepthError as err:
+        raise UserError(f"{depth_png.name}: {err}") from None
+    return segment_geometry(result, depth, camera)
+
+
 def run(args: argparse.Namespace) -> int:
     """Segment every input image and write the prediction set."""
     from tqdm import tqdm
 
+    from panoptic_ros.camera_model import CameraCalibration
     from panoptic_ros.data.coco_panoptic import (
         CocoPanopticWriter,
         image_id_from_stem,
         read_image,
     )
+    from panoptic_ros.geometry import geometry_json
     from panoptic_ros.tracking import TrackedPredictor, Tracker
 
     images = find_images(args.input)
@@ -168,15 +228,25 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"output {args.output} exists and is not a folder")
     if args.track and not (args.rate > 0 and args.rate < float("inf")):
         raise UserError(f"--rate must be a positive number of frames per second, got {args.rate}")
+    depth_paths = find_depth(args.depth, args.camera_info, images)
     predictor = load_predictor(args)
     step = TrackedPredictor(predictor, Tracker() if args.track else None)
     writer = CocoPanopticWriter(args.output, predictor.label_set, json_name=PRED_JSON,
                                 png_dir_name=Path(PRED_JSON).stem)
     progress = tqdm(ids.items(), total=len(ids), unit="img", disable=len(ids) < 2,
                     desc="infer")
+    calibration = (CameraCalibration.read(args.camera_info) if depth_paths is not None
+                   else None)
     for frame, (image_id, path) in enumerate(progress):
         result = step(read_image(path), stamp=frame / args.rate)
         writer.add(image_id, result, image_suffix=path.suffix)
+        if depth_paths is not None:
+            result = with_depth(result, depth_paths[path], calibration)
+            by_id = {s.id: s for s in result.segments}
+            for entry in writer.annotations[-1]["segments_info"]:
+                seg = by_id[entry["id"]]
+                if seg.is_thing:
+                    entry.update(geometry_json(seg.geometry))
     json_path = writer.close()
     tracked = f", {step.tracker.last_track_id} track(s)" if args.track else ""
     print(f"wrote {len(ids)} prediction(s){tracked}: {json_path} and {writer.png_dir}/")

@@ -34,6 +34,7 @@ from panoptic_ros.geometry.intrinsics import (
 from panoptic_ros.geometry.pairing import Paired, StampPairer
 from panoptic_ros.geometry.segments import (
     backproject_image,
+    geometry_json,
     segment_geometries,
     segment_geometry,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "backproject_image",
     "depth_array",
     "depth_to_metres",
+    "geometry_json",
     "intrinsics_from_calibration",
     "intrinsics_from_camera_info",
     "labelled_points",

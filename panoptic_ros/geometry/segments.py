@@ -247,3 +247,17 @@ def segment_geometry(result: PanopticResult, depth_m: np.ndarray,
         geoms = segment_geometries(result.ids, seg_ids, depth_m, camera)
     segments = [replace(s, geometry=g) for s, g in zip(result.segments, geoms)]
     return replace(result, segments=segments)
+
+
+def geometry_json(geometry: SegmentGeometry | None) -> dict:
+    """A segment's 3D fields for COCO ``segments_info`` (``panoptic-ros infer --depth``).
+
+    Returns:
+        ``{"centroid_m": [x, y, z], "distance_m": d, "valid_depth_fraction": f}`` (metres,
+        camera optical frame, rounded to 0.1 mm / 1e-6), or ``{}`` without geometry.
+    """
+    if geometry is None:
+        return {}
+    return {"centroid_m": [round(float(v), 4) for v in geometry.centroid],
+            "distance_m": round(float(geometry.distance), 4),
+            "valid_depth_fraction": round(float(geometry.valid_fraction), 6)}
