@@ -23,6 +23,7 @@ COMMANDS = {
     "train": "panoptic_ros.commands.train",
     "demo": "panoptic_ros.commands.demo",
     "export": "panoptic_ros.commands.export",
+    "bag": "panoptic_ros.commands.bag",
 }
 
 
