@@ -76,9 +76,8 @@ class ReferenceTracker(Tracker):
         s = self.config.stride
         iou = np.zeros((len(tracks), len(dets)))
         for i, track in enumerate(tracks):
-            # The better of the predicted and the last placement, as the tracker's rule.
-            for x0, y0, crop in {track.placement(stamp)[:2]: track.placement(stamp),
-                                 track.box[:2]: (*track.box[:2], track.crop)}.values():
+            # The best of the track's placements, as the tracker's rule.
+            for x0, y0, crop in track.placements(stamp):
                 predicted = placed_mask(ids.shape, x0, y0, crop)[::s, ::s]
                 for j, det in enumerate(dets):
                     mask = (ids == det.id)[::s, ::s]

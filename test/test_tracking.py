@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from panoptic_ros.categories import rgb_to_id, synthetic
 from panoptic_ros.result import PanopticResult
-from panoptic_ros.tracking import TrackedPredictor, Tracker, TrackerConfig
+from panoptic_ros.tracking import Track, TrackedPredictor, Tracker, TrackerConfig
 from panoptic_ros.tracking.overlap import detection_index, layers, mask_ious
 
 LS = synthetic()
@@ -412,3 +412,70 @@ def test_infer_track_keeps_ids_across_frames(tmp_path):
         for tid in common:
             assert frame[tid]["id"] == first[tid]["id"]  # the same pixel value
             assert frame[tid]["track_age"] == pytest.approx(k / 5)
+
+
+def test_merge_with_a_neighbour_keeps_the_steady_mask_and_the_velocity():
+    # A walker (40 px/s) is merged for one frame with a blob of its category below it that
+    # reaches the image's bottom border (a backend fusing two segments): the merged box jumps
+    # on both axes, which says nothing about motion (read as a border cut, the bottom border
+    # would make it a fast move up), and the walker comes back at its steady size.
+    walker = Obj("walker", PERSON, (12, 30), (60, 150), (40, 0), z=2)
+
+    def frame_objects(k):
+        if k != 8:
+            return [walker]
+        blob = Obj("walker", PERSON, (20, 65), (walker.pos[0] + walker.vel[0] * 0.8, 175))
+        return [blob]  # one segment covering the walker
+
+    tracker, history = run(frame_objects, 10)  # back at its steady size in the last frame
+    check_identities(history)
+    (track,) = tracker.tracks
+    assert track.velocity[0] == pytest.approx(40, rel=0.3) and abs(track.velocity[1]) < 5
+    assert track.ref_box == track.box  # steady again
+
+
+def test_observe_measures_motion_from_the_steady_size_observation():
+    crop = np.ones((20, 10), bool)
+    track = Track(track_id=1, category_id=PERSON, number=1, first_seen=0.0, last_seen=0.0,
+                  hits=1, box=(100, 100, 10, 20), crop=crop)
+    seg = PanopticResult.from_ids(np.zeros((240, 320), np.int32), LS).segments
+
+    def observe(box, stamp):
+        x, y, w, h = box
+        ids = np.zeros((240, 320), np.int32)
+        ids[y:y + h, x:x + w] = PERSON * 1000 + 1
+        (s,) = [s for s in PanopticResult.from_ids(ids, LS).segments if s.is_thing]
+        track.observe(s, ids[y:y + h, x:x + w] > 0, stamp, ids.shape)
+
+    assert seg == []
+    observe((110, 100, 10, 20), 0.1)  # steady: 100 px/s
+    assert track.velocity == pytest.approx((100.0, 0.0))
+    observe((60, 60, 120, 80), 0.2)  # merged: both axes jump; no motion, steady mask kept
+    assert track.velocity == pytest.approx((100.0, 0.0))
+    assert track.ref_box == (110, 100, 10, 20) and track.box == (60, 60, 120, 80)
+    assert len(track.placements(0.3)) == 4  # latest and steady masks, predicted and seen
+    observe((130, 100, 10, 20), 0.3)  # back: 20 px in 0.2 s from the steady observation
+    assert track.velocity == pytest.approx((100.0, 0.0))
+    assert track.ref_box == track.box and len(track.placements(0.4)) == 2
+    observe((140, 100, 14, 28), 0.4)  # a new size (the object came nearer) ...
+    assert track.ref_box == (130, 100, 10, 20)
+    observe((150, 100, 14, 28), 0.5)  # ... confirmed by the next observation
+    assert track.ref_box == (150, 100, 14, 28)
+
+
+def test_gate_widens_with_time_unseen_for_a_track_back_from_occlusion():
+    # A ball hidden for 1.2 s slows down meanwhile (100 -> 70 px/s): it reappears 36 px from
+    # where its velocity predicts, beyond a fixed gate of 1.5 sizes (24 px), within the
+    # widened one.
+    def frame_objects(k):
+        if k < 8:
+            return [Obj("ball", BALL, (8, 8), (40, 150), (100, 0), disc=True)]
+        hidden = frozenset(range(8, 20))
+        return [Obj("ball", BALL, (8, 8), (40 + 100 * 0.8 - 70 * 0.8, 150), (70, 0), disc=True,
+                    hidden=hidden)]
+
+    _, history = run(frame_objects, 26)
+    assert all("ball" not in by_key for _, by_key in history[8:20])
+    check_identities(history)
+    _, history = run(frame_objects, 26, config=TrackerConfig(center_gate_growth=0.0))
+    assert len({seg.track_id for _, by_key in history for seg in by_key.values()}) == 2

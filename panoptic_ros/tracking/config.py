@@ -29,8 +29,15 @@ class TrackerConfig:
             centre from the track's predicted centre is below ``center_gate`` times the track's
             size (square root of its last box area), the box areas within a factor 2; in object
             sizes, ``>= 0``; 0 turns stage 3 off.
+        center_gate_growth: the stage 3 gate widens by this fraction per second the track has
+            been unseen (``center_gate * size * (1 + center_gate_growth * unseen)``): the error
+            of a predicted position grows with the time it is extrapolated over (a velocity
+            error, a turn), so a track back from an occlusion is looked for in a wider circle;
+            ``>= 0`` per second; 0 = a fixed gate.
         max_age: seconds (header stamps) a track survives unseen (occlusion, dropped frames)
-            before it dies and its instance number is freed, ``> 0``.
+            before it dies and its instance number is freed, ``> 0``. Objects of the synthetic
+            sequences stay hidden behind others for 1-2 s; a track kept that long is found
+            again by the widened gate.
         stride: mask overlaps are counted on every ``stride``-th pixel in both directions (1 =
             every pixel); IoUs of objects a few pixels wide get coarse at large strides.
     """
@@ -40,7 +47,8 @@ class TrackerConfig:
     min_iou_high: float = 0.2
     min_iou_low: float = 0.4
     center_gate: float = 1.5
-    max_age: float = 1.0
+    center_gate_growth: float = 1.0
+    max_age: float = 2.0
     stride: int = 2
 
     def __post_init__(self) -> None:
@@ -61,8 +69,9 @@ class TrackerConfig:
                 raise ValueError(
                     f"TrackerConfig.{name} must be in (0, 1], got {getattr(self, name)}"
                 )
-        if self.center_gate < 0:
-            raise ValueError(f"TrackerConfig.center_gate must be >= 0, got {self.center_gate}")
+        for name in ("center_gate", "center_gate_growth"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrackerConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.max_age <= 0:
             raise ValueError(f"TrackerConfig.max_age must be > 0 seconds, got {self.max_age}")
         if not 1 <= self.stride <= 16:

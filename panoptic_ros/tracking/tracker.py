@@ -20,8 +20,10 @@ association; no code taken from any of them):
   2: low-score detections against the tracks left, with a stricter IoU: a weak detection of a
   partly occluded object keeps its track alive instead of being dropped. 3: high-score
   detections left against tracks left by distance of box centres to the predicted centre, gated
-  by the object's size: catches what IoU cannot (a track seen once has no velocity yet; a small
-  fast object moves farther than its own size). Unmatched high-score detections start tracks at
+  by the object's size, widened the longer the track has been unseen (``center_gate_growth``:
+  an extrapolated position's error grows with time): catches what IoU cannot (a track seen once
+  has no velocity yet; a small fast object moves farther than its own size; an object back from
+  behind another after a second or two). Unmatched high-score detections start tracks at
   once (so every confident thing has a ``track_id`` in its first frame, no confirmation delay);
   unmatched low-score detections start none and stay untracked (``track_id`` 0).
 - **Velocity (OC-SORT's observation-centric idea).** Velocity is only ever estimated between two
@@ -31,7 +33,13 @@ association; no code taken from any of them):
   does not accumulate, and the first match after it re-estimates velocity over the whole gap.
   An observation whose box size jumped does not move the velocity by its centre: an object
   entering or leaving the image is measured by its edge away from the border, one going behind
-  another keeps its velocity on that axis (:func:`axis_motion`).
+  another keeps its velocity on that axis (:func:`axis_motion`), and a box that jumped on both
+  axes (merged with a neighbour, split) moves none.
+- **Steady-size mask.** Backends merge a thing with a neighbour or see only part of it for a
+  frame or a few. The track then follows the merged or partial segment (its pixels are the
+  object's) but also keeps its latest observation of a *steady size* and is compared there too,
+  so the object is found again when it comes back whole; motion is measured from that steady
+  observation, never from a merged box.
 - **Lifetime.** A track lives while ``t - last_seen <= max_age`` seconds; then it dies and frees
   its instance number.
 
@@ -58,8 +66,11 @@ from panoptic_ros.result import PanopticResult, Segment
 from panoptic_ros.tracking.config import TrackerConfig
 from panoptic_ros.tracking.overlap import detection_index, mask_ious
 
-VELOCITY_WEIGHT = 0.5
-"""Weight of a new observation-to-observation velocity against the previous estimate."""
+VELOCITY_WEIGHT = 0.3
+"""Weight of a new observation-to-observation velocity against the previous estimate: things
+move at a nearly constant velocity, and a single observation's centre is moved by mask noise
+(a limb, a shadow, a few pixels of occlusion), so the estimate averages over about three
+observations."""
 
 SIZE_JUMP = 1.25
 """A box whose width or height changed by this factor or more since the previous observation is
@@ -86,6 +97,10 @@ class Track:
         crop: ndarray[h, w] bool, the latest mask inside ``box``.
         velocity: ``(vx, vy)`` of the box centre in pixels per second (image x right, y down);
             None until a second observation at a later stamp.
+        ref_box, ref_crop, ref_seen: the latest observation of a *steady size* (see
+            :meth:`observe`) and its stamp; the same as ``box``, ``crop``, ``last_seen`` unless
+            the latest observations jumped in size (a merge with a neighbour, a split, a
+            partial occlusion).
     """
 
     track_id: int
@@ -97,6 +112,13 @@ class Track:
     box: tuple[int, int, int, int]
     crop: np.ndarray
     velocity: tuple[float, float] | None = None
+    ref_box: tuple[int, int, int, int] | None = None
+    ref_crop: np.ndarray | None = None
+    ref_seen: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.ref_box is None:
+            self.ref_box, self.ref_crop, self.ref_seen = self.box, self.crop, self.last_seen
 
     @property
     def center(self) -> tuple[float, float]:
@@ -116,27 +138,66 @@ class Track:
         dx, dy = self.shift(stamp)
         return self.box[0] + round(dx), self.box[1] + round(dy), self.crop
 
+    def placements(self, stamp: float) -> list[tuple[int, int, np.ndarray]]:
+        """Every placement the track is compared at, distinct, the predicted one first.
+
+        The latest mask where it is predicted and where it was seen (a velocity can be wrong:
+        a vanished mask fragment moves a box edge far, which reads like a fast exit); when the
+        latest observation jumped in size, also the steady-size mask (:attr:`ref_crop`) where
+        it is predicted and where it was seen: after a merge with a neighbour or a partial
+        view, the object most often comes back at its steady size.
+        """
+        out = [self.placement(stamp), (self.box[0], self.box[1], self.crop)]
+        if self.ref_crop is not self.crop:
+            if self.velocity is None:
+                dx = dy = 0.0
+            else:
+                dt = stamp - self.ref_seen
+                dx, dy = self.velocity[0] * dt, self.velocity[1] * dt
+            out += [(self.ref_box[0] + round(dx), self.ref_box[1] + round(dy), self.ref_crop),
+                    (self.ref_box[0], self.ref_box[1], self.ref_crop)]
+        distinct: list[tuple[int, int, np.ndarray]] = []
+        for place in out:
+            if not any(place[0] == d[0] and place[1] == d[1] and place[2] is d[2]
+                       for d in distinct):
+                distinct.append(place)
+        return distinct
+
     def observe(self, segment: Segment, crop: np.ndarray, stamp: float,
                 shape: tuple[int, int]) -> None:
         """Take a new observation (image ``shape`` ``(H, W)``): velocity, box, mask.
 
-        Velocity per axis from :func:`axis_motion`; an axis it cannot measure keeps its value.
+        Motion is measured from the steady-size observation (:attr:`ref_box`), per axis by
+        :func:`axis_motion`; an axis it cannot measure keeps its velocity, and so do both when
+        the box jumped in size on both axes (a merge with a neighbour or a split: a box cut by
+        an image border changes along one axis). The observation becomes the steady-size one
+        when its size is steady (:func:`steady`) against the previous steady one or against
+        the previous observation (a new size confirmed by two observations in a row).
         """
-        gap = stamp - self.last_seen
-        if gap > 0:
-            old, new = self.box, segment.bbox
-            moves = (axis_motion(old[0], old[2], new[0], new[2], shape[1]),
-                     axis_motion(old[1], old[3], new[1], new[3], shape[0]))
+        new = tuple(int(v) for v in segment.bbox)
+        ref = self.ref_box
+        gap = stamp - self.ref_seen
+        if gap > 0 and (steady(ref[2], new[2]) or steady(ref[3], new[3])):
+            moves = (axis_motion(ref[0], ref[2], new[0], new[2], shape[1]),
+                     axis_motion(ref[1], ref[3], new[1], new[3], shape[0]))
             if moves != (None, None):
                 before = self.velocity or (0.0, 0.0)
                 a = VELOCITY_WEIGHT if self.velocity is not None else 1.0
                 self.velocity = tuple(
                     v if m is None else a * m / gap + (1 - a) * v for m, v in zip(moves, before)
                 )
-        self.box = tuple(int(v) for v in segment.bbox)
+        if ((steady(ref[2], new[2]) and steady(ref[3], new[3]))
+                or (steady(self.box[2], new[2]) and steady(self.box[3], new[3]))):
+            self.ref_box, self.ref_crop, self.ref_seen = new, crop, stamp
+        self.box = new
         self.crop = crop
         self.last_seen = stamp
         self.hits += 1
+
+
+def steady(length0: int, length1: int) -> bool:
+    """Whether a box extent kept its length between two observations (within SIZE_JUMP)."""
+    return max(length0, length1) < SIZE_JUMP * min(length0, length1)
 
 
 def axis_motion(start0: int, length0: int, start1: int, length1: int, size: int) -> float | None:
@@ -153,7 +214,7 @@ def axis_motion(start0: int, length0: int, start1: int, length1: int, size: int)
         of its other edge; else None: the length jumped for another reason (partial occlusion
         by another object, a merge) and the centre's move says nothing about motion.
     """
-    if max(length0, length1) < SIZE_JUMP * min(length0, length1):
+    if steady(length0, length1):
         return (start1 + length1 / 2.0) - (start0 + length0 / 2.0)
     low_cut = start0 <= 0 or start1 <= 0
     high_cut = start0 + length0 >= size or start1 + length1 >= size
@@ -372,27 +433,25 @@ class Tracker:
         """
         stride = self.config.stride
         index = detection_index(ids, [d.id for d in dets], stride, top=self._top_id)
-        placed = [t.placement(stamp) for t in tracks]
-        # A velocity can be wrong (a mask fragment that vanished moves a box edge far, which
-        # reads like an object leaving the view fast): a moved track is also compared where
-        # it was last seen, and the better overlap counts. Standing objects stay matched
-        # whatever their estimate; moving ones are matched where the estimate puts them.
-        moved = [k for k, (t, p) in enumerate(zip(tracks, placed, strict=True))
-                 if (p[0], p[1]) != t.box[:2]]
-        still = [(tracks[k].box[0], tracks[k].box[1], tracks[k].crop) for k in moved]
-        iou = mask_ious(ids.shape, placed + still, index, len(dets), stride)
-        best = iou[:len(tracks)]
-        if moved:
-            best[moved] = np.maximum(best[moved], iou[len(tracks):])
+        # Each track at every placement of Track.placements; the best overlap counts.
+        placed, owner = [], []
+        for k, track in enumerate(tracks):
+            for place in track.placements(stamp):
+                placed.append(place)
+                owner.append(k)
+        iou = mask_ious(ids.shape, placed, index, len(dets), stride)
+        best = np.zeros((len(tracks), len(dets)))
+        np.maximum.at(best, np.asarray(owner, np.int64), iou)
         return best
 
     def _center_closeness(self, tracks: list[Track], dets: list[Segment],
                           stamp: float) -> np.ndarray:
-        """ndarray[T, D] in [0, 1): ``1 - distance / (center_gate * size)``, 0 beyond the gate.
+        """ndarray[T, D] in [0, 1): ``1 - distance / gate``, 0 beyond the gate.
 
         ``distance``: pixels from the track's predicted box centre to the detection's box
-        centre; ``size``: square root of the track's last box area. Pairs whose box areas differ
-        by a factor ``MAX_AREA_RATIO`` or more get 0.
+        centre; ``gate = center_gate * size * (1 + center_gate_growth * unseen)`` with ``size``
+        the square root of the track's last box area and ``unseen`` the seconds since it was
+        last seen. Pairs whose box areas differ by a factor ``MAX_AREA_RATIO`` or more get 0.
         """
         pred = np.array([[c + s for c, s in zip(t.center, t.shift(stamp))] for t in tracks])
         t_area = np.array([max(t.box[2] * t.box[3], 1) for t in tracks], float)
@@ -400,7 +459,10 @@ class Tracker:
         d_center = d_box[:, :2] + d_box[:, 2:] / 2.0
         d_area = np.maximum(d_box[:, 2] * d_box[:, 3], 1.0)
         dist = np.hypot(*(pred[:, None, :] - d_center[None, :, :]).transpose(2, 0, 1))
-        gate = self.config.center_gate * np.sqrt(t_area)[:, None]
+        unseen = np.array([stamp - t.last_seen for t in tracks])
+        cfg = self.config
+        widen = 1.0 + cfg.center_gate_growth * unseen
+        gate = (cfg.center_gate * np.sqrt(t_area) * widen)[:, None]
         ratio = np.maximum(t_area[:, None] / d_area[None, :], d_area[None, :] / t_area[:, None])
         return np.where((dist < gate) & (ratio < MAX_AREA_RATIO), 1.0 - dist / gate, 0.0)
 
