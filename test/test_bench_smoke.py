@@ -23,6 +23,13 @@ BENCHES = sorted((REPO / "bench").glob("bench_*.py"))
 # that is not listed must print at least one line with "ratio" and a number.
 NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 EXPECTED: dict[str, list[tuple[str, str | None]]] = {
+    "bench_depth.py": [(r"^host: .+ cores, flags ", None),
+                       (rf"^per-segment 3D .* ratio {NUMBER}x +identical$", None),
+                       (rf"^cloud \(\d+ points\) .* ratio {NUMBER}x +identical$", None),
+                       (r"^goal per-segment 3D <= 5 ms at 320x240: .*: (PASS|FAIL)$", None),
+                       (r"^goal cloud <= 10 ms at 320x240: .*: (PASS|FAIL)$", None),
+                       (r"^goal median centroid error <= 0\.1 m within 15 m: .*: (PASS|FAIL)$",
+                        None)],
     "bench_fusion.py": [(rf"efficientps .*ratio +{NUMBER}x +identical", None),
                         (rf"panoptic_fpn .*ratio +{NUMBER}x +identical", None),
                         (rf"^min ratio {NUMBER}x \(target >= 10x\)", None)],

@@ -26,7 +26,7 @@ from panoptic_ros.geometry import (
     pointcloud2_fields,
     segment_geometry,
 )
-from panoptic_ros.geometry.segments import _OrderStats, backproject_image
+from panoptic_ros.geometry.segments import backproject_image, geometries_of, rank_values
 from panoptic_ros.result import PanopticResult
 
 LS = synthetic()
@@ -252,17 +252,20 @@ def test_depth_of_another_size_refused():
                          np.ones((5, 10), np.float32), CAM)
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(1, 300), st.integers(0, 2 ** 32 - 1))
-def test_property_order_stats_equal_numpy(n, seed):
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 400), st.integers(0, 2 ** 32 - 1), st.sampled_from([0, 20, 10 ** 6]))
+def test_property_order_stats_equal_numpy(n, seed, large):
+    """Both partition paths (all ranks / three anchors) give numpy's exact values."""
     rng = np.random.default_rng(seed)
-    vals = rng.choice([rng.normal(size=n), rng.integers(0, 4, n)]).astype(np.float32)
-    rows = np.stack([vals, vals[::-1]]).copy()
-    stats = _OrderStats(rows.copy(), [int((n - 1) * 0.05), n // 2, int((n - 1) * 0.95)])
-    for q in (5, 95):
-        np.testing.assert_array_equal(stats.percentile(q),
-                                      np.percentile(rows.astype(np.float64), q, axis=1))
-    np.testing.assert_array_equal(stats.median(), np.median(rows.astype(np.float64), axis=1))
+    xyz = (rng.normal(size=(3, n)) if seed % 2 else rng.integers(0, 4, (3, n))).astype(
+        np.float32)
+    r = np.sqrt(xyz[0] * xyz[0] + xyz[1] * xyz[1] + xyz[2] * xyz[2])
+    block = np.concatenate([xyz, r[None]])
+    values = rank_values(block.copy(), large=large)[None]
+    (g,) = geometries_of(values, np.array([n]), np.array([n]))
+    med, dist, lo, hi = reference_stats(xyz.T)
+    assert g.centroid == tuple(med) and g.distance == dist
+    assert g.extent_min == tuple(lo) and g.extent_max == tuple(hi)
 
 
 def test_ground_truth_masks_give_position_m_to_1mm():

@@ -21,8 +21,9 @@ Speed: one pass groups the pixels by segment. A panoptic id map is piecewise con
 rows, so the image is cut into runs of equal (id, depth valid) and only the runs (a few
 thousand) are sorted by segment; the runs are expanded into one pixel index array in segment
 order, the points gathered once, and each segment's order statistics come from one
-``np.partition`` of its contiguous slice at three anchor ranks (5th, 50th, 95th percentile;
-the neighbouring ranks the interpolation needs are a min or max of the run beside an anchor).
+``np.partition`` of its contiguous slice (a large segment's row by row, by nested single-rank
+selections, the neighbouring ranks the interpolation needs being a min or max beside them);
+the interpolation is vectorised over all segments.
 No boolean mask per segment, no full-image sort.
 """
 
@@ -87,70 +88,91 @@ def _linear_index(n: int, q: float) -> tuple[int, int, float]:
     return lo, lo + 1, float(virtual - lo)
 
 
-def _lerp(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
+def _lerp(a: np.ndarray, b: np.ndarray, gamma: np.ndarray) -> np.ndarray:
     """The ``_lerp`` of numpy (float64): exact at both ends, the rounding of np.percentile."""
     diff = b - a
-    return b - diff * (1.0 - gamma) if gamma >= 0.5 else a + diff * gamma
+    return np.where(gamma >= 0.5, b - diff * (1.0 - gamma), a + diff * gamma)
 
 
-class _OrderStats:
-    """Values of chosen ranks of each row of ndarray[R, n], by one partition and min/max.
+LARGE = 2048
+"""Segments with more valid pixels than this are selected row by row (see :func:`rank_values`)."""
 
-    Ranks that are *anchors* are fixed by ``np.partition``; a rank next to an anchor (just
-    above one, or just below the next) is the min / max of the unordered run between them, a
-    cheap reduction instead of another selection. The rows are partitioned in place.
-    """
-
-    def __init__(self, rows: np.ndarray, anchors: list[int]) -> None:
-        self.rows, self.n = rows, rows.shape[1]
-        self.anchors = sorted(set(anchors))
-        rows.partition(self.anchors, axis=1)
-
-    def at(self, rank: int) -> np.ndarray:
-        """ndarray[R] float64: the value of sorted position ``rank`` of every row."""
-        if rank in self.anchors:
-            return self.rows[:, rank].astype(np.float64)
-        prev = max((a for a in self.anchors if a < rank), default=-1)
-        nxt = min((a for a in self.anchors if a > rank), default=self.n)
-        run = self.rows[:, prev + 1:nxt]
-        if rank == prev + 1:
-            return run.min(axis=1).astype(np.float64)
-        if rank == nxt - 1:
-            return run.max(axis=1).astype(np.float64)
-        raise ValueError(f"rank {rank} is not next to an anchor of {self.anchors}")
-
-    def percentile(self, q: float) -> np.ndarray:
-        """``numpy.percentile(row, q)`` (linear) of every row, float64."""
-        lo, hi, gamma = _linear_index(self.n, q)
-        return _lerp(self.at(lo), self.at(hi), gamma)
-
-    def median(self) -> np.ndarray:
-        """``numpy.median(row)`` of every row (mean of the middle two for even n), float64."""
-        n = self.n
-        if n % 2:
-            return self.at(n // 2)
-        return (self.at(n // 2 - 1) + self.at(n // 2)) / 2.0
+# Columns of the rank table: the ranks each statistic needs.
+_LO5, _HI5, _MID_LO, _MID_HI, _LO95, _HI95 = range(6)
 
 
-def geometry_of_points(points: np.ndarray, area: int) -> SegmentGeometry:
-    """The statistics of one segment's points.
+def _ranks(n: int) -> tuple[list[int], float, float]:
+    """Sorted positions ``[lo5, hi5, mid_lo, mid_hi, lo95, hi95]`` and the two weights."""
+    lo5, hi5, g5 = _linear_index(n, LOW_Q)
+    lo95, hi95, g95 = _linear_index(n, HIGH_Q)
+    return [lo5, hi5, (n - 1) // 2, n // 2, lo95, hi95], g5, g95
+
+
+def rank_values(block: np.ndarray, large: int = LARGE) -> np.ndarray:
+    """The values at the ranks of :func:`_ranks` of each row of one segment's points.
 
     Args:
-        points: ndarray[4, n] float32 rows x, y, z, range (n >= 1); partitioned in place.
-        area: the segment's pixel count (>= n).
+        block: ndarray[4, n] float32 rows x, y, z, range (n >= 1), each row contiguous;
+            partitioned in place.
+        large: up to this ``n`` (or 64), one ``np.partition`` of the block at all six ranks
+            (few calls: small segments cost their call overhead). Above, each row is selected
+            by nested single-rank partitions (the median, then the 5th percentile rank in the
+            lower part and the 95th in the upper), and each neighbouring rank the interpolation
+            needs is the min or max of the unordered run beside a selected one: numpy's
+            multi-rank partition costs several times a single one.
+
+    Returns:
+        ndarray[4, 6] float64 (the range row: only its two 5th-percentile ranks, NaN else).
     """
-    n = points.shape[1]
-    lo5, lo95 = _linear_index(n, LOW_Q)[0], _linear_index(n, HIGH_Q)[0]
-    xyz = _OrderStats(points[:3], [lo5, n // 2, lo95])
-    rng = _OrderStats(points[3:], [lo5])
-    centre, low, high = xyz.median(), xyz.percentile(LOW_Q), xyz.percentile(HIGH_Q)
-    return SegmentGeometry(
-        valid_fraction=n / area,
-        centroid=(float(centre[0]), float(centre[1]), float(centre[2])),
-        distance=float(rng.percentile(LOW_Q)[0]),
-        extent_min=(float(low[0]), float(low[1]), float(low[2])),
-        extent_max=(float(high[0]), float(high[1]), float(high[2])),
-    )
+    n = block.shape[1]
+    ranks, _, _ = _ranks(n)
+    if n <= max(large, 64):
+        block.partition(sorted(set(ranks)), axis=1)
+        return block[:, ranks].astype(np.float64)
+    lo5, _, mid_lo, mid, lo95, _ = ranks
+    out = np.full((4, 6), np.nan)
+    for j in range(3):
+        row = block[j]
+        row.partition(mid)
+        row[:mid].partition(lo5)
+        row[mid + 1:].partition(lo95 - mid - 1)
+        out[j] = (row[lo5], row[lo5 + 1:mid + 1].min(),  # all >= row[lo5] there
+                  row[mid] if mid_lo == mid else row[:mid].max(), row[mid],
+                  row[lo95], row[lo95 + 1:].min() if lo95 + 1 < n else row[lo95])
+    rng = block[3]
+    rng.partition(lo5)
+    out[3, _LO5], out[3, _HI5] = rng[lo5], rng[lo5 + 1:].min()
+    return out
+
+
+def geometries_of(values: np.ndarray, counts: np.ndarray,
+                  areas: np.ndarray) -> list[SegmentGeometry | None]:
+    """Interpolate every segment's statistics from its rank values, vectorised.
+
+    Args:
+        values: ndarray[K, 4, 6] float64 from :func:`rank_values` (anything where count is 0).
+        counts: ndarray[K] valid pixels per segment; areas: ndarray[K] pixels per segment.
+    """
+    n = np.maximum(counts, 1)
+    g5 = np.array([_ranks(int(c))[1] for c in n])[:, None]
+    g95 = np.array([_ranks(int(c))[2] for c in n])[:, None]
+    low = _lerp(values[:, :, _LO5], values[:, :, _HI5], g5)
+    high = _lerp(values[:, :, _LO95], values[:, :, _HI95], g95)
+    mid = np.where((n % 2 == 1)[:, None], values[:, :, _MID_HI],
+                   (values[:, :, _MID_LO] + values[:, :, _MID_HI]) / 2.0)
+    out: list[SegmentGeometry | None] = []
+    for i, count in enumerate(counts.tolist()):
+        if count == 0:
+            out.append(None)
+            continue
+        out.append(SegmentGeometry(
+            valid_fraction=count / float(areas[i]),
+            centroid=(float(mid[i, 0]), float(mid[i, 1]), float(mid[i, 2])),
+            distance=float(low[i, 3]),
+            extent_min=(float(low[i, 0]), float(low[i, 1]), float(low[i, 2])),
+            extent_max=(float(high[i, 0]), float(high[i, 1]), float(high[i, 2])),
+        ))
+    return out
 
 
 def segment_geometries(
@@ -212,14 +234,10 @@ def segment_geometries(
     range_ += points[2] * points[2]
     np.sqrt(range_, out=range_)
     ends = np.cumsum(counts)
-    out: list[SegmentGeometry | None] = []
-    for i in range(k):
-        n = int(counts[i])
-        if n == 0:
-            out.append(None)
-            continue
-        out.append(geometry_of_points(points[:, ends[i] - n:ends[i]], int(areas[i])))
-    return out
+    values = np.zeros((k, 4, 6), np.float64)
+    for i in np.flatnonzero(counts).tolist():
+        values[i] = rank_values(points[:, ends[i] - counts[i]:ends[i]])
+    return geometries_of(values, counts, areas)
 
 
 def segment_geometry(result: PanopticResult, depth_m: np.ndarray,
