@@ -418,6 +418,7 @@ def test_installed_files_equal_the_source():
     for rel, src in [("config/panoptic.yaml", "config/panoptic.yaml"),
                      ("launch/panoptic.launch.py", "launch/panoptic.launch.py"),
                      ("launch/demo.launch.py", "launch/demo.launch.py"),
+                     ("launch/multi_camera.launch.py", "launch/multi_camera.launch.py"),
                      ("rviz/panoptic.rviz", "rviz/panoptic.rviz"),
                      ("fastdds_loopback.xml", "panoptic_ros/ros/fastdds_loopback.xml")]:
         installed = share / rel

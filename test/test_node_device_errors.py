@@ -107,7 +107,7 @@ def test_node_deactivates_on_a_sticky_device_error(message, sticky):
         for _ in range(3):
             node._on_image(msg)
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and node._slot._frame is not None:
+            while time.monotonic() < deadline and node._slot.pending():
                 executor.spin_once(timeout_sec=0.05)
             for _ in range(10):
                 executor.spin_once(timeout_sec=0.05)
@@ -119,7 +119,7 @@ def test_node_deactivates_on_a_sticky_device_error(message, sticky):
         else:
             assert backend.calls == 3  # an ordinary error: the next frames are still served
             assert node._state == "active" and not node._fatal
-        assert node._stats.snapshot().errors_total == backend.calls
+        assert node._cameras[''].stats.snapshot().errors_total == backend.calls
     finally:
         node.stop_pipeline(timeout=10)
         executor.shutdown()

@@ -305,6 +305,12 @@ def check(node, changes: dict[str, Any], atomic: bool, collect: bool = True) -> 
     verdicts = [verdict(node, n, v) for n, v in changes.items()]
     if "category_filter" in changes and LOAD_PARAMS & set(changes):
         verdicts.append(None)  # judged against a label set changed in the same batch
+    if {"track_low_score", "track_high_score"} & set(changes) and all(
+            v is True for v in verdicts):
+        # Valid alone, the two must also keep low <= high (the tracker's ByteTrack split).
+        low, high = (float(changes.get(n, node.get_parameter(n).value))
+                     for n in ("track_low_score", "track_high_score"))
+        verdicts.append(low <= high)
     before = snapshot(node)
     result = apply(node, changes, atomic)
     after = snapshot(node)

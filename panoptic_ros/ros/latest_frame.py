@@ -1,8 +1,9 @@
-"""The node's latest-frame slot: a one-place mailbox between the subscription and the worker.
+"""The node's latest-frame slots: one-place mailboxes between the subscriptions and the worker.
 
-Latest frame wins: the subscription callback only stores the newest frame; the worker takes
-whatever is newest when it is free, and frames replaced meanwhile are counted as dropped, so
-no queue ever builds up.
+Latest frame wins, per camera: a subscription callback only stores its camera's newest frame;
+the worker takes the newest frame of every camera that has one when it is free (a batch), and
+frames replaced meanwhile are counted as dropped, so no queue ever builds up. With a batch
+limit the cameras are served round robin, so no camera can starve another.
 """
 
 from __future__ import annotations
@@ -24,34 +25,64 @@ class Frame:
     compressed: bool
 
 
-class LatestFrame:
-    """A one-place mailbox: :meth:`put` replaces what the worker has not taken yet.
+class LatestFrames:
+    """One-place mailboxes, one per camera: :meth:`put` replaces what the worker has not taken.
 
     :meth:`poke` wakes a worker waiting in :meth:`wait_closed` (a live rate change), so a
     pause never outlasts the setting that chose it.
+
+    Args:
+        cameras: the camera names, in round-robin order (``[""]`` for the single camera).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cameras: list[str]) -> None:
         self._cond = threading.Condition()
-        self._frame: Frame | None = None
+        self._order = list(cameras)
+        self._frames: dict[str, Frame] = {}
+        self._next = 0  # position in _order where the next batch starts
         self._closed = False
         self._poked = False
 
-    def put(self, frame: Frame) -> bool:
-        """Store ``frame``; ``True`` when it replaced an unprocessed one (a dropped frame)."""
+    def put(self, camera: str, frame: Frame) -> bool:
+        """Store ``camera``'s newest frame; ``True`` when it replaced an unprocessed one."""
         with self._cond:
-            replaced = self._frame is not None
-            self._frame = frame
+            replaced = camera in self._frames
+            self._frames[camera] = frame
             self._cond.notify_all()
             return replaced
 
-    def take(self, timeout: float) -> Frame | None:
-        """The newest frame, waiting up to ``timeout`` s; ``None`` if none or closed."""
+    def take(self, timeout: float, limit: int = 0) -> list[tuple[str, Frame]]:
+        """The newest frame of each waiting camera, waiting up to ``timeout`` s for one.
+
+        Args:
+            timeout: longest wait for a first frame, seconds.
+            limit: most cameras in one batch (0 = all); the cameras are then taken round robin
+                from where the previous batch stopped, the others keep their frame.
+
+        Returns:
+            ``(camera, frame)`` pairs in round-robin order; empty if none came or closed.
+        """
         with self._cond:
-            if self._frame is None and not self._closed:
+            if not self._frames and not self._closed:
                 self._cond.wait(timeout)
-            frame, self._frame = self._frame, None
-            return None if self._closed else frame
+            if self._closed:
+                self._frames.clear()
+                return []
+            n = len(self._order)
+            batch = []
+            for k in range(n):
+                camera = self._order[(self._next + k) % n]
+                if camera in self._frames:
+                    batch.append((camera, self._frames.pop(camera)))
+                    if limit and len(batch) == limit:
+                        self._next = (self._next + k + 1) % n
+                        break
+            return batch
+
+    def pending(self) -> int:
+        """Cameras with a frame waiting."""
+        with self._cond:
+            return len(self._frames)
 
     def wait_closed(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for :meth:`close` or :meth:`poke`; ``True`` when closed."""
@@ -67,11 +98,11 @@ class LatestFrame:
             self._poked = True
             self._cond.notify_all()
 
-    def close(self) -> int:
-        """Wake the worker for good; returns 1 if an unprocessed frame was discarded."""
+    def close(self) -> dict[str, int]:
+        """Wake the worker for good; the unprocessed frames discarded, per camera (0 or 1)."""
         with self._cond:
-            pending = int(self._frame is not None)
-            self._frame = None
+            pending = {camera: 1 for camera in self._frames}
+            self._frames.clear()
             self._closed = True
             self._cond.notify_all()
             return pending

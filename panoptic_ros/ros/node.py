@@ -27,6 +27,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -41,15 +42,16 @@ from panoptic_ros.categories import LabelSet
 from panoptic_ros.devices import is_sticky_device_error
 from panoptic_ros.models.live_params import LiveParam
 from panoptic_ros.msg import CategoryArray, InstanceCounts, PanopticSegmentation
+from panoptic_ros.ros.cameras import SINGLE, Camera, camera_names
 from panoptic_ros.ros.conversions import (
     ImageConversionError,
     InputBudget,
     compressed_to_rgb,
     image_to_rgb,
 )
-from panoptic_ros.ros.diagnostics import FrameStats, diagnostic_status
+from panoptic_ros.ros.diagnostics import diagnostic_status
 from panoptic_ros.ros.heap import HeapTrimmer, release_free_heap
-from panoptic_ros.ros.latest_frame import Frame, LatestFrame, declared_pixels
+from panoptic_ros.ros.latest_frame import Frame, LatestFrames, declared_pixels
 from panoptic_ros.ros.messages import (
     categories_msg,
     instance_counts_msg,
@@ -106,7 +108,14 @@ class PanopticSegmentationNode(LifecycleNode):
         super().__init__(NODE_NAME, **kwargs)
         self._live: dict[str, LiveParam] = {}  # the backend's live settings, declared
         for spec in PARAMS:
-            self.declare_parameter(spec.name, spec.default, spec.descriptor())
+            if spec.default == []:
+                # A list parameter declares its type (rclpy cannot infer one from []), then
+                # takes [] unless a parameter file or the command line gave it a value.
+                self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, spec.descriptor())
+                if not self.has_parameter(spec.name) or self._unset(spec.name):
+                    self.set_parameters([Parameter(spec.name, Parameter.Type.STRING_ARRAY, [])])
+            else:
+                self.declare_parameter(spec.name, spec.default, spec.descriptor())
         self._predictor = None  # loaded at configure, released at deactivate
         self._default_threads: int | None = None  # torch's own thread count, before cpu_threads
         self._cpu_threads = 0  # the cpu_threads of the last configure, reused at activate
@@ -127,25 +136,28 @@ class PanopticSegmentationNode(LifecycleNode):
         # deactivate: a reactivated node starts new tracks).
         self._tracking: tuple[bool, TrackerConfig] = (
             bool(self._param("tracking")), tracker_config_from_params(self._params()))
-        self._tracker: Tracker | None = None
-        self._tracker_resets = 0
-        self._stats = FrameStats()
-        self._slot = LatestFrame()
+        self._max_batch = int(self._param("max_batch"))
+        # The cameras of the last configure (one unnamed camera without ``cameras``): their
+        # subscriptions, publishers, counters and trackers (see ros/cameras.py).
+        self._cameras: dict[str, Camera] = {SINGLE: Camera(SINGLE)}
+        self._slot = LatestFrames([SINGLE])
         self._worker: threading.Thread | None = None
-        self._subscription = None
-        self._reliability: ReliabilityDecision | None = None  # of the image subscription
-        self._last_frame = 0.0  # monotonic time of the last frame, or of subscribing
-        self._last_frame_bytes: int | None = None  # payload size of the last frame
-        self._input_warning = ""
         self._fatal = ""  # a sticky accelerator error: the process must restart
-        self._pubs: dict[str, Any] = {}
         self._diag_pub = None
         self._diag_timer = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # -- parameters ------------------------------------------------------------------------
     def _param(self, name: str) -> Any:
-        return self.get_parameter(name).value
+        value = self.get_parameter(name).value
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    def _unset(self, name: str) -> bool:
+        try:
+            self.get_parameter(name)
+        except ParameterUninitializedException:
+            return True
+        return False
 
     def _params(self) -> dict[str, Any]:
         return {spec.name: self._param(spec.name) for spec in PARAMS}
@@ -206,6 +218,7 @@ class PanopticSegmentationNode(LifecycleNode):
         self._overlay_alpha = float(changes.get("overlay_alpha", self._overlay_alpha))
         self._overlay_labels = bool(changes.get("overlay_labels", self._overlay_labels))
         self._input_timeout = float(changes.get("input_timeout", self._input_timeout))
+        self._max_batch = int(changes.get("max_batch", self._max_batch))
         if {"max_image_pixels", "max_compressed_bytes", "oversize_policy"} & set(changes):
             self._budget = self._input_budget({**self._params(), **changes})
         if rate_changed:
@@ -281,20 +294,24 @@ class PanopticSegmentationNode(LifecycleNode):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         pub = self.create_lifecycle_publisher
-        self._pubs = {
-            "panoptic": pub(PanopticSegmentation, "~/panoptic", reliable),
-            "counts": pub(InstanceCounts, "~/instance_counts", reliable),
-            "categories": pub(CategoryArray, "~/categories", latched),
-            "overlay": pub(Image, "~/overlay", reliable),
-            "semantic": pub(Image, "~/semantic", reliable),
-            "instances": pub(Image, "~/instances", reliable),
-        }
+        self._cameras = {name: Camera(name) for name in camera_names(params["cameras"])}
+        for cam in self._cameras.values():
+            out = cam.output_topic
+            cam.pubs = {
+                "panoptic": pub(PanopticSegmentation, out("panoptic"), reliable),
+                "counts": pub(InstanceCounts, out("instance_counts"), reliable),
+                "categories": pub(CategoryArray, out("categories"), latched),
+                "overlay": pub(Image, out("overlay"), reliable),
+                "semantic": pub(Image, out("semantic"), reliable),
+                "instances": pub(Image, out("instances"), reliable),
+            }
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(1.0, self._on_timer)
         self._state = "inactive"
         self.get_logger().info(
             f"configured: {self._model_name} on {self._predictor.device}, "
             f"{len(label_set)} categories ({label_set.name})"
+            + (f", cameras {list(self._cameras)}" if SINGLE not in self._cameras else "")
         )
         return super().on_configure(state)
 
@@ -316,46 +333,52 @@ class PanopticSegmentationNode(LifecycleNode):
         ret = super().on_activate(state)  # enables the lifecycle publishers
         if ret != TransitionCallbackReturn.SUCCESS:
             return ret
-        self._pubs["categories"].publish(categories_msg(self._label_set, self._label_divisor))
-        self._stats.reset()
-        self._tracker = None  # new tracks: ids start again after a deactivate
-        self._slot = LatestFrame()
+        categories = categories_msg(self._label_set, self._label_divisor)
+        for cam in self._cameras.values():
+            cam.pubs["categories"].publish(categories)
+            cam.stats.reset()
+            cam.tracker = None  # new tracks: ids start again after a deactivate
+        self._slot = LatestFrames(list(self._cameras))
         self._worker = threading.Thread(target=self._work, name="panoptic-worker", daemon=True)
         self._worker.start()
-        self._subscribe()
+        for cam in self._cameras.values():
+            self._subscribe(cam)
+            self.get_logger().info(
+                f"active: {cam.label}listening on {cam.subscription.topic_name} "
+                f"({_name(cam.reliability)}: {cam.reliability.reason})")
         self._state = "active"
-        self.get_logger().info(
-            f"active: listening on {self._subscription.topic_name} "
-            f"({_name(self._reliability)}: {self._reliability.reason})")
         return TransitionCallbackReturn.SUCCESS
 
-    def _input_topic(self) -> tuple[type, str, Callable[[Any], None]]:
+    def _input_topic(self, cam: Camera) -> tuple[type, str, Callable[[Any], None]]:
         if self._param("input_transport") == "compressed":
-            return CompressedImage, "image/compressed", self._on_compressed
-        return Image, "image", self._on_image
+            return (CompressedImage, cam.input_topic("image/compressed"),
+                    lambda msg: self._enqueue(cam, Frame(msg, time.monotonic(), True)))
+        return (Image, cam.input_topic("image"),
+                lambda msg: self._enqueue(cam, Frame(msg, time.monotonic(), False)))
 
-    def _subscribe(self) -> None:
-        """(Re)create the image subscription with the reliability the publishers allow."""
-        msg_type, topic, callback = self._input_topic()
+    def _subscribe(self, cam: Camera) -> None:
+        """(Re)create a camera's image subscription with the reliability its publishers allow."""
+        msg_type, topic, callback = self._input_topic(cam)
         infos = self.get_publishers_info_by_topic(self.resolve_topic_name(topic))
         decision = choose_image_reliability(self._param("qos_reliability"),
                                             endpoint_reliabilities(infos))
-        if self._subscription is not None:
-            self.destroy_subscription(self._subscription)
+        if cam.subscription is not None:
+            self.destroy_subscription(cam.subscription)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self._param("qos_depth")),
                          reliability=decision.reliability)
-        self._subscription = self.create_subscription(msg_type, topic, callback, qos)
-        self._reliability = decision
-        self._last_frame = time.monotonic()
+        cam.subscription = self.create_subscription(msg_type, topic, callback, qos)
+        cam.reliability = decision
+        cam.last_frame = time.monotonic()
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe, stop the worker, release the model and its accelerator memory."""
         self.stop_pipeline()
-        if self._tracker is not None and self._tracker.last_track_id:
-            self._tracker_resets += 1
-            self.get_logger().info(
-                f"tracker reset (deactivate): {self._tracker.last_track_id} tracks forgotten")
-        self._tracker = None
+        for cam in self._cameras.values():
+            if cam.tracker is not None and cam.tracker.last_track_id:
+                cam.tracker_resets += 1
+                self.get_logger().info(f"{cam.label}tracker reset (deactivate): "
+                                       f"{cam.tracker.last_track_id} tracks forgotten")
+            cam.tracker = None
         self._release()
         self._state = "inactive"
         return super().on_deactivate(state)
@@ -386,11 +409,13 @@ class PanopticSegmentationNode(LifecycleNode):
         Returns:
             ``True`` when the worker has ended (``False``: still busy with its frame).
         """
-        if self._subscription is not None:
-            self.destroy_subscription(self._subscription)
-            self._subscription = None
-        if self._slot.close():
-            self._stats.dropped()
+        for cam in self._cameras.values():
+            if cam.subscription is not None:
+                self.destroy_subscription(cam.subscription)
+                cam.subscription = None
+        for name, count in self._slot.close().items():
+            if name in self._cameras:
+                self._cameras[name].stats.dropped(count)
         worker = self._worker
         if worker is not None:
             worker.join(timeout)
@@ -407,9 +432,10 @@ class PanopticSegmentationNode(LifecycleNode):
         release_free_heap()  # an inactive node keeps no frame-sized malloc caches
 
     def _teardown(self) -> None:
-        for p in self._pubs.values():
-            self.destroy_lifecycle_publisher(p)
-        self._pubs = {}
+        for cam in self._cameras.values():
+            for p in cam.pubs.values():
+                self.destroy_lifecycle_publisher(p)
+            cam.pubs = {}
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
@@ -423,20 +449,21 @@ class PanopticSegmentationNode(LifecycleNode):
 
     # -- frames ----------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
-        self._enqueue(Frame(msg, time.monotonic(), compressed=False))
+        """The single camera's raw frame (what its subscription calls)."""
+        self._enqueue(self._cameras[SINGLE], Frame(msg, time.monotonic(), compressed=False))
 
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        self._enqueue(Frame(msg, time.monotonic(), compressed=True))
-
-    def _enqueue(self, frame: Frame) -> None:
-        self._last_frame = frame.received
-        self._last_frame_bytes = len(frame.msg.data)
-        self._stats.received()
-        if self._slot.put(frame):
-            self._stats.dropped()
+    def _enqueue(self, cam: Camera, frame: Frame) -> None:
+        cam.last_frame = frame.received
+        cam.last_frame_bytes = len(frame.msg.data)
+        cam.stats.received()
+        if self._slot.put(cam.name, frame):
+            cam.stats.dropped()
 
     def _work(self) -> None:
-        """Worker thread: process the newest frame, at most ``max_rate`` per second.
+        """Worker thread: process the newest frames, at most ``max_rate`` batches per second.
+
+        A batch holds the newest frame of every camera that has one (at most ``max_batch``,
+        round robin), run through the model together.
 
         The pause between frames is recomputed from the current ``max_rate`` whenever it
         changes (the parameter callback pokes the slot), so a new rate applies at once.
@@ -451,72 +478,93 @@ class PanopticSegmentationNode(LifecycleNode):
                 if slot.wait_closed(wait):
                     return
                 continue  # the pause ended or the rate changed: look again
-            frame = slot.take(timeout=0.5)
-            if frame is None:
+            batch = slot.take(timeout=0.5, limit=self._max_batch)
+            if not batch:
                 if slot.wait_closed(0):
                     return
                 continue
             last_start = time.monotonic()
-            self._process(frame)
+            self._process([(self._cameras[name], frame) for name, frame in batch])
             trimmer.after_frame()  # after a large frame's peak
 
-    def _process(self, frame: Frame) -> None:
-        """One frame: convert, infer, publish; bad input and failures are counted, not fatal."""
-        msg, log = frame.msg, self.get_logger()
-        header = msg.header
-        where = f"frame_id '{header.frame_id}' stamp {header.stamp.sec}.{header.stamp.nanosec:09d}"
-        budget = self._budget
-        try:
-            if frame.compressed:
-                rgb = compressed_to_rgb(msg, budget)
-            else:
-                rgb = image_to_rgb(msg, budget)
-        except ImageConversionError as err:
-            self._stats.bad_input(str(err))
-            log.warning(f"bad input image skipped ({where}): {err}", throttle_duration_sec=5.0)
-            return
-        if budget.oversize == "reduce" and declared_pixels(frame) != rgb.shape[0] * rgb.shape[1]:
-            self._stats.reduced()
-        try:
-            t0 = time.perf_counter()
-            result = self._predictor.predict(rgb)
-            inference_s = time.perf_counter() - t0  # the Predictor: ids at the input's size
-            keep = self._keep
-            if keep is not None:
-                result = result.keep_categories(keep)
-            result = self._track(result, header)
-            self._publish(result, header, rgb)
-        except Exception as err:  # noqa: BLE001 - keep serving the next frame
-            if not self.context.ok():  # shutting down (SIGINT) while this frame was in flight
-                return
-            self._stats.error(f"{type(err).__name__}: {err}")
-            if is_sticky_device_error(err):
-                self._device_failed(f"{type(err).__name__}: {err}")
-                return
-            log.error(f"processing failed ({where}): {err}", throttle_duration_sec=5.0)
-            return
-        self._stats.processed(inference_s, time.monotonic() - frame.received)
+    def _process(self, batch: list[tuple[Camera, Frame]]) -> None:
+        """One batch: convert, infer, publish; bad input and failures are counted, not fatal.
 
-    def _track(self, result, header):
+        A camera's bad frame is refused alone; the others of the batch are served.
+        """
+        log, budget = self.get_logger(), self._budget
+        ready = []  # (camera, frame, rgb)
+        for cam, frame in batch:
+            msg = frame.msg
+            try:
+                if frame.compressed:
+                    rgb = compressed_to_rgb(msg, budget)
+                else:
+                    rgb = image_to_rgb(msg, budget)
+            except ImageConversionError as err:
+                cam.stats.bad_input(str(err))
+                log.warning(f"{cam.label}bad input image skipped ({_where(msg.header)}): "
+                            f"{err}", throttle_duration_sec=5.0)
+                continue
+            if (budget.oversize == "reduce"
+                    and declared_pixels(frame) != rgb.shape[0] * rgb.shape[1]):
+                cam.stats.reduced()
+            ready.append((cam, frame, rgb))
+        if not ready:
+            return
+        t0 = time.perf_counter()
+        try:
+            results = self._predictor.predict([rgb for _, _, rgb in ready])
+        except Exception as err:  # noqa: BLE001 - keep serving the next frames
+            self._failed([(cam, frame) for cam, frame, _ in ready], err)
+            return
+        inference_s = time.perf_counter() - t0  # the Predictor: ids at each input's size
+        keep = self._keep
+        for (cam, frame, rgb), result in zip(ready, results, strict=True):
+            header = frame.msg.header
+            try:
+                if keep is not None:
+                    result = result.keep_categories(keep)
+                result = self._track(cam, result, header)
+                self._publish(cam, result, header, rgb)
+            except Exception as err:  # noqa: BLE001 - the other cameras are still served
+                self._failed([(cam, frame)], err)
+                continue
+            cam.stats.processed(inference_s, time.monotonic() - frame.received)
+
+    def _failed(self, frames: list[tuple[Camera, Frame]], err: Exception) -> None:
+        """Count a processing failure for each frame; a sticky device error deactivates."""
+        if not self.context.ok():  # shutting down (SIGINT) while this batch was in flight
+            return
+        for cam, _ in frames:
+            cam.stats.error(f"{type(err).__name__}: {err}")
+        if is_sticky_device_error(err):
+            self._device_failed(f"{type(err).__name__}: {err}")
+            return
+        where = ", ".join(cam.label + _where(frame.msg.header) for cam, frame in frames)
+        self.get_logger().error(f"processing failed ({where}): {err}",
+                                throttle_duration_sec=5.0)
+
+    def _track(self, cam: Camera, result, header):
         """The tracking step (worker thread): persistent ids, or the result as it is.
 
-        Time is the header stamp; a stamp going backwards or a frame_id change resets the
-        tracker, logged once.
+        Each camera has its own tracker. Time is the header stamp; a stamp going backwards or
+        a frame_id change resets the camera's tracker, logged once.
         """
         enabled, config = self._tracking
         if not enabled:
-            self._tracker = None
+            cam.tracker = None
             return result
-        tracker = self._tracker
+        tracker = cam.tracker
         if tracker is None:
-            tracker = self._tracker = Tracker(config)
+            tracker = cam.tracker = Tracker(config)
         elif tracker.config is not config:
             tracker.config = config  # a live change applies from this frame on
         stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
         result = tracker.update(result, stamp, header.frame_id)
         if tracker.reset_reason is not None:
-            self._tracker_resets += 1
-            self.get_logger().info(f"tracker reset: {tracker.reset_reason}")
+            cam.tracker_resets += 1
+            self.get_logger().info(f"{cam.label}tracker reset: {tracker.reset_reason}")
         return result
 
     def _device_failed(self, reason: str) -> None:
@@ -540,14 +588,14 @@ class PanopticSegmentationNode(LifecycleNode):
 
         timer = self.create_timer(0.0, deactivate)
 
-    def _publish(self, result, header, rgb) -> None:
-        pubs, label_set = self._pubs, self._label_set
+    def _publish(self, cam: Camera, result, header, rgb) -> None:
+        pubs, label_set = cam.pubs, self._label_set
         pubs["panoptic"].publish(panoptic_msg(result, header, label_set))
         pubs["counts"].publish(instance_counts_msg(result, header, label_set))
         if pubs["overlay"].get_subscription_count() > 0:
             image = overlay(rgb, result, label_set, alpha=self._overlay_alpha,
                             labels=self._overlay_labels)
-            self._stats.overlay_computed()
+            cam.stats.overlay_computed()
             pubs["overlay"].publish(rgb_msg(image, header))
         if pubs["semantic"].get_subscription_count() > 0:
             pubs["semantic"].publish(semantic_msg(result, header, semantic_encoding(label_set)))
@@ -557,65 +605,74 @@ class PanopticSegmentationNode(LifecycleNode):
     # -- diagnostics and input watch -------------------------------------------------------
     def _on_timer(self) -> None:
         """1 Hz: follow the publishers' reliability (``auto``), watch for silence, report."""
-        if self._subscription is not None:
-            self._watch_input()
+        for cam in self._cameras.values():
+            if cam.subscription is not None:
+                self._watch_input(cam)
         self._publish_diagnostics()
 
-    def _watch_input(self) -> None:
+    def _watch_input(self, cam: Camera) -> None:
         """Resubscribe when ``auto`` reliability should change; WARN on a silent input."""
-        topic = self._subscription.topic_name
+        topic = cam.subscription.topic_name
         publishers = endpoint_reliabilities(self.get_publishers_info_by_topic(topic))
         decision = choose_image_reliability(self._param("qos_reliability"), publishers)
-        if decision.reliability != self._reliability.reliability:
-            self.get_logger().info(f"image subscription now {_name(decision)}: "
+        if decision.reliability != cam.reliability.reliability:
+            self.get_logger().info(f"{cam.label}image subscription now {_name(decision)}: "
                                    f"{decision.reason}")
-            self._subscribe()
-        self._input_warning = no_frames_warning(
-            len(publishers), time.monotonic() - self._last_frame, self._input_timeout,
-            self._reliability.reliability, publishers, self._last_frame_bytes, topic) or ""
-        if self._input_warning:
-            self.get_logger().warning(self._input_warning, throttle_duration_sec=30.0)
+            self._subscribe(cam)
+        cam.input_warning = no_frames_warning(
+            len(publishers), time.monotonic() - cam.last_frame, self._input_timeout,
+            cam.reliability.reliability, publishers, cam.last_frame_bytes, topic) or ""
+        if cam.input_warning:
+            self.get_logger().warning(cam.label + cam.input_warning, throttle_duration_sec=30.0)
 
     def _publish_diagnostics(self) -> None:
+        """One status per camera (named after the node, and the camera when there are several)."""
         if self._diag_pub is None:
             return
         predictor = self._predictor
         device = str(predictor.device) if predictor is not None else "none (model released)"
         live = predictor.inference_params() if predictor is not None else {}
-        topic = self._subscription.topic_name if self._subscription is not None else ""
         threads = "none (model released)"
         if predictor is not None:
             import torch  # already loaded with the model
 
             threads = str(torch.get_num_threads())
-        status = diagnostic_status(
-            self._stats.snapshot(),
-            name=f"{self.get_fully_qualified_name()}: panoptic segmentation",
-            hardware_id=device,
-            max_rate=self._max_rate,
-            input_warning=self._input_warning,
-            extra={"model": self._model_name, "device": device, "state": self._state,
-                   "input_topic": topic,
-                   "input_reliability": _name(self._reliability) if topic else "",
-                   "torch_threads": threads,
-                   "max_image_pixels": str(self._budget.max_pixels),
-                   "oversize_policy": self._budget.oversize,
-                   "tracking": self._tracking_summary(),
-                   **{f"inference.{k}": str(v) for k, v in sorted(live.items())}},
-        )
-        msg = DiagnosticArray(status=[status])
+        statuses = []
+        for cam in self._cameras.values():
+            topic = cam.subscription.topic_name if cam.subscription is not None else ""
+            name = f"{self.get_fully_qualified_name()}: panoptic segmentation"
+            statuses.append(diagnostic_status(
+                cam.stats.snapshot(),
+                name=f"{name} ({cam.name})" if cam.name else name,
+                hardware_id=device,
+                max_rate=self._max_rate,
+                input_warning=cam.input_warning,
+                extra={"model": self._model_name, "device": device, "state": self._state,
+                       "camera": cam.name, "input_topic": topic,
+                       "input_reliability": _name(cam.reliability) if topic else "",
+                       "torch_threads": threads,
+                       "max_image_pixels": str(self._budget.max_pixels),
+                       "oversize_policy": self._budget.oversize,
+                       "tracking": self._tracking_summary(cam),
+                       **{f"inference.{k}": str(v) for k, v in sorted(live.items())}},
+            ))
+        msg = DiagnosticArray(status=statuses)
         msg.header.stamp = self.get_clock().now().to_msg()  # report time, not a frame's
         self._diag_pub.publish(msg)
 
-
-    def _tracking_summary(self) -> str:
+    def _tracking_summary(self, cam: Camera) -> str:
         if not self._tracking[0]:
             return "off"
-        tracker = self._tracker
+        tracker = cam.tracker
         if tracker is None:
-            return f"on (no frame yet; resets {self._tracker_resets})"
+            return f"on (no frame yet; resets {cam.tracker_resets})"
         return (f"on ({len(tracker.tracks)} live tracks, {tracker.last_track_id} since the last "
-                f"reset; resets {self._tracker_resets})")
+                f"reset; resets {cam.tracker_resets})")
+
+
+def _where(header) -> str:
+    """A frame in a log line: its frame_id and stamp."""
+    return f"frame_id '{header.frame_id}' stamp {header.stamp.sec}.{header.stamp.nanosec:09d}"
 
 
 def _name(decision: ReliabilityDecision) -> str:

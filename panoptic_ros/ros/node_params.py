@@ -18,6 +18,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from panoptic_ros.categories import LabelSet
 from panoptic_ros.devices import normalize_device_name
 from panoptic_ros.models.live_params import UNSET_NUMBER, UNSET_TEXT, LiveParam
+from panoptic_ros.ros.cameras import check_camera_names
 from panoptic_ros.ros.params import (
     ACTIVATE,
     CONFIGURE,
@@ -121,6 +122,14 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("input_timeout", 5.0, "seconds without a frame while a publisher is matched "
               "before diagnostics WARN (naming the likely transport cause)", LIVE,
               low=0.5, high=3600.0),
+    # Cameras.
+    ParamSpec("cameras", [], "camera names served by this node with one model; empty = one "
+              "camera on 'image' with outputs under ~/. With names: inputs <name>/image (or "
+              "<name>/image/compressed), outputs ~/<name>/panoptic etc., each with its own "
+              "frame's header; the newest frame of every camera runs as one batch", CONFIGURE,
+              validate=check_camera_names),
+    ParamSpec("max_batch", 0, "most cameras in one batch, served round robin so none starves; "
+              "0 = all cameras with a new frame", LIVE, low=0, high=64),
     # Tracking: live.
     ParamSpec("tracking", True, "persistent ids: a thing keeps its instance id (label image) "
               "and its track_id while it is visible and through gaps up to track_max_age; off "

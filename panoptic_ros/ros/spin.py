@@ -36,6 +36,12 @@ def spin_main(
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # A SIGTERM can shut the context down while the executor builds its wait set; rclpy
+        # then raises RCLError ("the given context is not valid") instead of the shutdown
+        # exception. That is a shutdown too; anything else is a real error.
+        if rclpy.ok():
+            raise
     finally:
         executor.shutdown()
         if on_stop is not None:
