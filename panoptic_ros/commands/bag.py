@@ -18,7 +18,6 @@ metadata's custom data (see :mod:`panoptic_ros.bags.process`).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="when interrupted, keep the valid partial bag at --output "
                              "(default: remove it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    depth = parser.add_argument_group("3D (needs panoptic_ros.geometry)")
+    depth = parser.add_argument_group("3D (not available in this version: refused)")
     depth.add_argument("--depth-topic", metavar="TOPIC",
                        help="aligned depth image topic (16UC1 mm or 32FC1 m)")
     depth.add_argument("--camera-info-topic", metavar="TOPIC",
@@ -89,11 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     require_rosbags()
     if args.depth_topic or args.camera_info_topic:
-        if importlib.util.find_spec("panoptic_ros.geometry") is None:
-            raise UserError("--depth-topic/--camera-info-topic: 3D outputs are not available in "
-                            "this version of panoptic_ros (no panoptic_ros.geometry)")
-        raise UserError("--depth-topic/--camera-info-topic are not supported by "
-                        "panoptic-ros bag in this version")
+        raise UserError("--depth-topic/--camera-info-topic: 3D outputs from bags are not "
+                        "available in this version (use 'infer --depth' on image folders)")
     prefix = check_prefix(args.prefix)
     if args.output.exists():
         raise UserError(f"output {args.output} exists; choose another path or remove it")
