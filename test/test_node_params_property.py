@@ -171,7 +171,7 @@ def verdict(node, name: str, value) -> bool | None:
     if name == "category_filter":
         label_set = label_set_for_filter(node)
         return None if label_set is None else expected_keep(value, label_set) is not False
-    if name in ("device", "backend"):
+    if name in ("device", "backend", "onnx_providers"):
         return None  # validated by functions this test does not restate
     if choices:
         return value in choices
