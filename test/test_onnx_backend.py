@@ -1,7 +1,8 @@
 """Backend ``onnx``: an exported tiny EfficientPS run by ONNX Runtime against the PyTorch model.
 
-The graph input is 64x96 and the Predictor pads every frame to at least 64 pixels a side, so
-PyTorch sees the same padded input as the graph for any frame: ids must agree pixel for pixel.
+The graph input is 64x96. Every test frame, fitted into it, pads to 64x96 in the Predictor too
+(a multiple of 32, at least 64), so PyTorch sees the graph's input: ids must agree pixel for
+pixel (docs/models.md: narrower frames pad less in PyTorch and may differ near the borders).
 """
 
 from __future__ import annotations

@@ -14,11 +14,11 @@ a model is loaded. Execution providers are a setting (:data:`PROVIDER_ALIASES`):
 CUDA or TensorRT when this onnxruntime build has them, else CPU with one warning. Intra-op
 threads follow torch's thread count unless set, so the node's ``cpu_threads`` applies.
 
-Live settings are EfficientPS's fusion settings (:class:`~panoptic_ros.models.efficientps.
-config.FusionSettings`), so the node's parameters carry over. The graph's own
-detection score threshold is fixed at export: a fusion ``score_threshold`` below it keeps no
-more detections than the graph returns (as in the PyTorch model, whose box head applies the
-same threshold).
+Live settings are EfficientPS's fusion settings (shared code:
+:class:`~panoptic_ros.models.efficientps.config.FusionSettings`), so the node's parameters carry
+over. The graph's own detection score threshold is fixed at export: a fusion ``score_threshold``
+below it keeps no more detections than the graph returns (as in the PyTorch model, whose box
+head applies the same threshold).
 """
 
 from __future__ import annotations
