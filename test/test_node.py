@@ -449,3 +449,10 @@ def test_rviz_config_shows_the_overlay():
     displays = config["Visualization Manager"]["Displays"]
     images = [d for d in displays if d["Class"] == "rviz_default_plugins/Image" and d["Enabled"]]
     assert [d["Topic"]["Value"] for d in images] == [NODE + "/overlay"]
+    shown = {d["Class"]: d["Topic"]["Value"] for d in displays if d["Enabled"]}
+    assert shown["rviz_default_plugins/PointCloud2"] == NODE + "/points"
+    assert shown["rviz_default_plugins/MarkerArray"] == NODE + "/markers"
+    (markers,) = [d for d in displays if d["Class"] == "rviz_default_plugins/MarkerArray"]
+    from panoptic_ros.ros.messages import MARKER_NAMESPACES
+
+    assert set(markers["Namespaces"]) == set(MARKER_NAMESPACES)

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from panoptic_ros.geometry import StampPairer
 from panoptic_ros.ros.diagnostics import FrameStats
 from panoptic_ros.ros.qos import ReliabilityDecision
 from panoptic_ros.tracking import Tracker
@@ -59,6 +60,15 @@ class Camera:
         tracker: its tracker (worker thread only; made on its first frame with tracking on).
         tracker_resets: resets of its tracker since start.
         pubs: its output publishers by key (panoptic, counts, categories, overlay, ...).
+        depth_subscriptions: its depth and camera_info subscriptions (depth in use).
+        pairer: pairs its colour frames with depth images by stamp (executor thread only).
+        camera_info: its newest ``sensor_msgs/CameraInfo``.
+        depth_frames: frames given 3D; depth_unpaired: frames without a depth partner;
+        depth_errors: frames whose depth or camera_info was refused (2D outputs only);
+        depth_scaled: frames whose depth had another size (nearest-neighbour scaled).
+        last_depth_problem: the latest reason a frame got no 3D.
+        marker_ids: ids of the markers shown last (deleted when their object is gone).
+        waiting_since: monotonic time since a colour frame waits for its depth partner.
     """
 
     name: str
@@ -71,6 +81,16 @@ class Camera:
     tracker: Tracker | None = None
     tracker_resets: int = 0
     pubs: dict[str, Any] = field(default_factory=dict)
+    depth_subscriptions: list[Any] = field(default_factory=list)
+    pairer: StampPairer | None = None
+    camera_info: Any = None
+    depth_frames: int = 0
+    depth_unpaired: int = 0
+    depth_errors: int = 0
+    depth_scaled: int = 0
+    last_depth_problem: str = ""
+    marker_ids: set[int] = field(default_factory=set)
+    waiting_since: float | None = None
 
     def input_topic(self, relative: str) -> str:
         """Its input topic: ``image`` -> ``image`` (single) or ``<name>/image``."""

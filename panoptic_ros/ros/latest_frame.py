@@ -18,11 +18,15 @@ from panoptic_ros.ros.conversions import compressed_image_size
 
 @dataclass
 class Frame:
-    """An input message waiting for the worker, with its arrival time (monotonic, s)."""
+    """An input message waiting for the worker, with its arrival time (monotonic, s).
+
+    ``depth`` is its aligned depth image when depth is in use and one was paired with it.
+    """
 
     msg: Image | CompressedImage
     received: float
     compressed: bool
+    depth: Image | None = None
 
 
 class LatestFrames:

@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sensor_msgs.msg import Image, RegionOfInterest
-from std_msgs.msg import Header
+from builtin_interfaces.msg import Duration
+from sensor_msgs.msg import Image, PointCloud2, PointField, RegionOfInterest
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
 
 from panoptic_ros.categories import Category as CategoryEntry
 from panoptic_ros.categories import LabelSet
@@ -167,3 +169,81 @@ def label_set_from_msg(msg: CategoryArray, name: str = "model") -> LabelSet:
         CategoryEntry(int(c.id), str(c.name), bool(c.is_thing), tuple(int(v) for v in c.color))
         for c in msg.categories
     ])
+
+
+# -- 3D outputs -------------------------------------------------------------------------------
+def pointcloud_msg(points: np.ndarray, header: Header) -> PointCloud2:
+    """An unordered ``PointCloud2`` (height 1, is_dense) of labelled points.
+
+    Args:
+        points: structured ndarray[N] of :data:`panoptic_ros.geometry.POINT_DTYPE` (x, y, z
+            float32 metres in the header's optical frame, rgb float32-packed 0x00RRGGBB, id
+            uint32 panoptic id), only valid points.
+        header: the colour frame's header.
+    """
+    from panoptic_ros.geometry import pointcloud2_fields
+
+    fields, step = pointcloud2_fields()
+    msg = PointCloud2(header=header, height=1, width=int(len(points)), is_bigendian=False,
+                      point_step=step, row_step=step * int(len(points)), is_dense=True)
+    msg.fields = [PointField(name=f.name, offset=f.offset, datatype=f.datatype,
+                             count=f.count) for f in fields]
+    msg.data = np.ascontiguousarray(points).tobytes()
+    return msg
+
+
+MARKER_NAMESPACES = ("panoptic_boxes", "panoptic_labels")
+"""Marker namespaces: one box (CUBE) and one label (TEXT_VIEW_FACING) per thing."""
+
+
+def markers_msg(result: PanopticResult, header: Header, label_set: LabelSet,
+                previous: set[int], lifetime_s: float) -> tuple[MarkerArray, set[int]]:
+    """Boxes and labels of the frame's things with 3D, for RViz.
+
+    A thing's marker id is its ``track_id`` (its segment id when untracked), in the namespaces
+    :data:`MARKER_NAMESPACES`; markers of ids shown before but not now are deleted (DELETE),
+    and every marker has ``lifetime_s`` so that a silent node's markers go away too.
+
+    Args:
+        result: the frame's result, segments with ``geometry``.
+        header: the colour frame's header (markers live in its optical frame).
+        label_set: names and colours.
+        previous: marker ids of the previous call.
+        lifetime_s: seconds a marker lives without being refreshed.
+
+    Returns:
+        The MarkerArray and the ids it shows (for the next call's ``previous``).
+    """
+    names = {c.id: c.name for c in label_set}
+    colors = {c.id: c.color for c in label_set}
+    lifetime = Duration(sec=int(lifetime_s), nanosec=int(round((lifetime_s % 1) * 1e9)))
+    markers, shown = [], set()
+    for seg in result.segments:
+        g = seg.geometry
+        if not seg.is_thing or seg.iscrowd or g is None:
+            continue
+        marker_id = int(seg.track_id or seg.id)
+        shown.add(marker_id)
+        lo, hi = np.asarray(g.extent_min, float), np.asarray(g.extent_max, float)
+        r, gr, b = (v / 255.0 for v in colors.get(seg.category_id, (255, 255, 255)))
+        box = Marker(header=header, ns=MARKER_NAMESPACES[0], id=marker_id, type=Marker.CUBE,
+                     action=Marker.ADD, lifetime=lifetime,
+                     color=ColorRGBA(r=r, g=gr, b=b, a=0.4))
+        box.pose.position.x, box.pose.position.y, box.pose.position.z = ((lo + hi) / 2).tolist()
+        box.pose.orientation.w = 1.0
+        box.scale.x, box.scale.y, box.scale.z = np.maximum(hi - lo, 0.01).tolist()
+        label = Marker(header=header, ns=MARKER_NAMESPACES[1], id=marker_id,
+                       type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, lifetime=lifetime,
+                       color=ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0),
+                       text=f"{names.get(seg.category_id, seg.category_id)} "
+                            f"{seg.track_id or seg.instance_id}  {g.distance:.1f} m")
+        label.pose.position.x = float((lo[0] + hi[0]) / 2)
+        label.pose.position.y = float(lo[1]) - 0.2  # above the box (y is down)
+        label.pose.position.z = float((lo[2] + hi[2]) / 2)
+        label.pose.orientation.w = 1.0
+        label.scale.z = 0.3
+        markers += [box, label]
+    for gone in sorted(previous - shown):
+        for ns in MARKER_NAMESPACES:
+            markers.append(Marker(header=header, ns=ns, id=gone, action=Marker.DELETE))
+    return MarkerArray(markers=markers), shown

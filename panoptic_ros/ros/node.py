@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterUninitializedException
@@ -36,10 +37,22 @@ from rclpy.qos import (
     QoSProfile,
     ReliabilityPolicy,
 )
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
 
 from panoptic_ros.categories import LabelSet
 from panoptic_ros.devices import is_sticky_device_error
+from panoptic_ros.geometry import (
+    DepthError,
+    Intrinsics,
+    StampPairer,
+    depth_array,
+    depth_to_metres,
+    intrinsics_from_camera_info,
+    labelled_points,
+    match_depth_size,
+    segment_geometry,
+)
 from panoptic_ros.models.live_params import LiveParam
 from panoptic_ros.msg import CategoryArray, InstanceCounts, PanopticSegmentation
 from panoptic_ros.ros.cameras import SINGLE, Camera, camera_names
@@ -56,7 +69,9 @@ from panoptic_ros.ros.messages import (
     categories_msg,
     instance_counts_msg,
     instances_msg,
+    markers_msg,
     panoptic_msg,
+    pointcloud_msg,
     rgb_msg,
     semantic_encoding,
     semantic_msg,
@@ -137,6 +152,8 @@ class PanopticSegmentationNode(LifecycleNode):
         self._tracking: tuple[bool, TrackerConfig] = (
             bool(self._param("tracking")), tracker_config_from_params(self._params()))
         self._max_batch = int(self._param("max_batch"))
+        self._cloud = (int(self._param("cloud_stride")), float(self._param("cloud_voxel")))
+        self._marker_lifetime = float(self._param("marker_lifetime"))
         # The cameras of the last configure (one unnamed camera without ``cameras``): their
         # subscriptions, publishers, counters and trackers (see ros/cameras.py).
         self._cameras: dict[str, Camera] = {SINGLE: Camera(SINGLE)}
@@ -217,6 +234,9 @@ class PanopticSegmentationNode(LifecycleNode):
         self._max_rate = float(changes.get("max_rate", self._max_rate))
         self._overlay_alpha = float(changes.get("overlay_alpha", self._overlay_alpha))
         self._overlay_labels = bool(changes.get("overlay_labels", self._overlay_labels))
+        self._cloud = (int(changes.get("cloud_stride", self._cloud[0])),
+                       float(changes.get("cloud_voxel", self._cloud[1])))
+        self._marker_lifetime = float(changes.get("marker_lifetime", self._marker_lifetime))
         self._input_timeout = float(changes.get("input_timeout", self._input_timeout))
         self._max_batch = int(changes.get("max_batch", self._max_batch))
         if {"max_image_pixels", "max_compressed_bytes", "oversize_policy"} & set(changes):
@@ -304,6 +324,8 @@ class PanopticSegmentationNode(LifecycleNode):
                 "overlay": pub(Image, out("overlay"), reliable),
                 "semantic": pub(Image, out("semantic"), reliable),
                 "instances": pub(Image, out("instances"), reliable),
+                "points": pub(PointCloud2, out("points"), reliable),
+                "markers": pub(MarkerArray, out("markers"), reliable),
             }
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(1.0, self._on_timer)
@@ -343,6 +365,8 @@ class PanopticSegmentationNode(LifecycleNode):
         self._worker.start()
         for cam in self._cameras.values():
             self._subscribe(cam)
+            if self._param("use_depth"):
+                self._subscribe_depth(cam)
             self.get_logger().info(
                 f"active: {cam.label}listening on {cam.subscription.topic_name} "
                 f"({_name(cam.reliability)}: {cam.reliability.reason})")
@@ -369,6 +393,28 @@ class PanopticSegmentationNode(LifecycleNode):
         cam.subscription = self.create_subscription(msg_type, topic, callback, qos)
         cam.reliability = decision
         cam.last_frame = time.monotonic()
+
+    def _subscribe_depth(self, cam: Camera) -> None:
+        """A camera's depth image and camera_info subscriptions, and its stamp pairer.
+
+        Depth takes the reliability its publishers allow (as the image); camera_info is best
+        effort (it matches every publisher; the newest one is kept).
+        """
+        topic = cam.input_topic("depth")
+        infos = self.get_publishers_info_by_topic(self.resolve_topic_name(topic))
+        decision = choose_image_reliability(self._param("qos_reliability"),
+                                            endpoint_reliabilities(infos))
+        depth_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                               reliability=decision.reliability)
+        info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                              reliability=ReliabilityPolicy.BEST_EFFORT)
+        cam.pairer = StampPairer(slop_s=float(self._param("depth_slop")), capacity=10)
+        cam.waiting_since = None
+        cam.depth_subscriptions = [
+            self.create_subscription(Image, topic, lambda m: self._on_depth(cam, m), depth_qos),
+            self.create_subscription(CameraInfo, cam.input_topic("camera_info"),
+                                     lambda m: setattr(cam, "camera_info", m), info_qos),
+        ]
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe, stop the worker, release the model and its accelerator memory."""
@@ -413,6 +459,9 @@ class PanopticSegmentationNode(LifecycleNode):
             if cam.subscription is not None:
                 self.destroy_subscription(cam.subscription)
                 cam.subscription = None
+            for sub in cam.depth_subscriptions:
+                self.destroy_subscription(sub)
+            cam.depth_subscriptions, cam.pairer = [], None
         for name, count in self._slot.close().items():
             if name in self._cameras:
                 self._cameras[name].stats.dropped(count)
@@ -456,6 +505,29 @@ class PanopticSegmentationNode(LifecycleNode):
         cam.last_frame = frame.received
         cam.last_frame_bytes = len(frame.msg.data)
         cam.stats.received()
+        if cam.pairer is None:
+            self._put(cam, frame)
+            return
+        self._paired(cam, cam.pairer.add_colour(_stamp_ns(frame.msg.header), frame))
+        cam.waiting_since = frame.received if cam.pairer.waiting else None
+
+    def _on_depth(self, cam: Camera, msg: Image) -> None:
+        if cam.pairer is not None:
+            self._paired(cam, cam.pairer.add_depth(_stamp_ns(msg.header), msg))
+            if not cam.pairer.waiting:
+                cam.waiting_since = None
+
+    def _paired(self, cam: Camera, pairs) -> None:
+        """Colour frames the pairer resolved: to the worker, with their depth if any."""
+        for pair in pairs:
+            frame = pair.colour
+            frame.depth = pair.depth
+            if pair.depth is None:
+                cam.depth_unpaired += 1
+                cam.last_depth_problem = "no depth image within depth_slop of the frame"
+            self._put(cam, frame)
+
+    def _put(self, cam: Camera, frame: Frame) -> None:
         if self._slot.put(cam.name, frame):
             cam.stats.dropped()
 
@@ -526,11 +598,42 @@ class PanopticSegmentationNode(LifecycleNode):
                 if keep is not None:
                     result = result.keep_categories(keep)
                 result = self._track(cam, result, header)
-                self._publish(cam, result, header, rgb)
+                result, geometry = self._add_3d(cam, frame, result)
+                self._publish(cam, result, header, rgb, geometry)
             except Exception as err:  # noqa: BLE001 - the other cameras are still served
                 self._failed([(cam, frame)], err)
                 continue
             cam.stats.processed(inference_s, time.monotonic() - frame.received)
+
+    def _add_3d(self, cam: Camera, frame: Frame, result):
+        """The 3D step: ``(result with Segment.geometry, (depth_m, intrinsics))``.
+
+        Without a depth partner, camera_info, or with a refused depth image or calibration
+        (wrong encoding or size, zero focal length): the result unchanged and None, counted
+        and logged (throttled); the frame's 2D outputs go out as usual.
+        """
+        if frame.depth is None:
+            return result, None
+        info, depth = cam.camera_info, frame.depth
+        try:
+            if info is None:
+                raise DepthError("no camera_info received yet on "
+                                 f"{self.resolve_topic_name(cam.input_topic('camera_info'))}")
+            intrinsics = intrinsics_from_camera_info(
+                info.width, info.height, info.k, info.p, image_size=result.ids.shape)
+            raw = depth_array(depth.data, depth.height, depth.width, depth.step,
+                              depth.encoding, bool(depth.is_bigendian))
+            depth_m, scaled = match_depth_size(depth_to_metres(raw, depth.encoding),
+                                               *result.ids.shape)
+        except DepthError as err:
+            cam.depth_errors += 1
+            cam.last_depth_problem = str(err)
+            self.get_logger().warning(f"{cam.label}no 3D for frame ({_where(depth.header)}): "
+                                      f"{err}", throttle_duration_sec=5.0)
+            return result, None
+        cam.depth_frames += 1
+        cam.depth_scaled += int(scaled)
+        return segment_geometry(result, depth_m, intrinsics), (depth_m, intrinsics)
 
     def _failed(self, frames: list[tuple[Camera, Frame]], err: Exception) -> None:
         """Count a processing failure for each frame; a sticky device error deactivates."""
@@ -588,7 +691,8 @@ class PanopticSegmentationNode(LifecycleNode):
 
         timer = self.create_timer(0.0, deactivate)
 
-    def _publish(self, cam: Camera, result, header, rgb) -> None:
+    def _publish(self, cam: Camera, result, header, rgb,
+                 geometry: tuple[np.ndarray, Intrinsics] | None = None) -> None:
         pubs, label_set = cam.pubs, self._label_set
         pubs["panoptic"].publish(panoptic_msg(result, header, label_set))
         pubs["counts"].publish(instance_counts_msg(result, header, label_set))
@@ -601,6 +705,15 @@ class PanopticSegmentationNode(LifecycleNode):
             pubs["semantic"].publish(semantic_msg(result, header, semantic_encoding(label_set)))
         if pubs["instances"].get_subscription_count() > 0:
             pubs["instances"].publish(instances_msg(result, header))
+        if geometry is not None and pubs["points"].get_subscription_count() > 0:
+            stride, voxel = self._cloud
+            points = labelled_points(result, geometry[0], rgb, geometry[1], stride, voxel)
+            pubs["points"].publish(pointcloud_msg(points, header))
+        if pubs["markers"].get_subscription_count() > 0:
+            markers, cam.marker_ids = markers_msg(result, header, label_set, cam.marker_ids,
+                                                  self._marker_lifetime)
+            if markers.markers:
+                pubs["markers"].publish(markers)
 
     # -- diagnostics and input watch -------------------------------------------------------
     def _on_timer(self) -> None:
@@ -608,6 +721,11 @@ class PanopticSegmentationNode(LifecycleNode):
         for cam in self._cameras.values():
             if cam.subscription is not None:
                 self._watch_input(cam)
+            if (cam.pairer is not None and cam.waiting_since is not None
+                    and time.monotonic() - cam.waiting_since > 0.5):
+                # Depth stopped: the waiting frame goes out with 2D outputs only.
+                self._paired(cam, cam.pairer.flush())
+                cam.waiting_since = None
         self._publish_diagnostics()
 
     def _watch_input(self, cam: Camera) -> None:
@@ -654,11 +772,22 @@ class PanopticSegmentationNode(LifecycleNode):
                        "max_image_pixels": str(self._budget.max_pixels),
                        "oversize_policy": self._budget.oversize,
                        "tracking": self._tracking_summary(cam),
+                       **self._depth_summary(cam),
                        **{f"inference.{k}": str(v) for k, v in sorted(live.items())}},
             ))
         msg = DiagnosticArray(status=statuses)
         msg.header.stamp = self.get_clock().now().to_msg()  # report time, not a frame's
         self._diag_pub.publish(msg)
+
+    def _depth_summary(self, cam: Camera) -> dict[str, str]:
+        if cam.pairer is None and not cam.depth_frames:
+            return {"depth": "off" if not self._param("use_depth") else "not active"}
+        return {"depth": "on", "depth_frames": str(cam.depth_frames),
+                "depth_unpaired": str(cam.depth_unpaired),
+                "depth_errors": str(cam.depth_errors),
+                "depth_scaled": str(cam.depth_scaled),
+                "camera_info": "received" if cam.camera_info is not None else "none yet",
+                "last_depth_problem": cam.last_depth_problem}
 
     def _tracking_summary(self, cam: Camera) -> str:
         if not self._tracking[0]:
@@ -668,6 +797,10 @@ class PanopticSegmentationNode(LifecycleNode):
             return f"on (no frame yet; resets {cam.tracker_resets})"
         return (f"on ({len(tracker.tracks)} live tracks, {tracker.last_track_id} since the last "
                 f"reset; resets {cam.tracker_resets})")
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def _where(header) -> str:

@@ -130,6 +130,18 @@ PARAMS: tuple[ParamSpec, ...] = (
               validate=check_camera_names),
     ParamSpec("max_batch", 0, "most cameras in one batch, served round robin so none starves; "
               "0 = all cameras with a new frame", LIVE, low=0, high=64),
+    # Depth and 3D.
+    ParamSpec("use_depth", False, "use an aligned depth image (<camera>/depth, REP 118 16UC1 "
+              "mm or 32FC1 m) and camera_info: 3D per segment, ~/points, ~/markers; off = 2D "
+              "only, no depth subscriptions", ACTIVATE),
+    ParamSpec("depth_slop", 0.0, "largest stamp difference of a colour frame and its depth "
+              "image, seconds (0 = same stamp only)", ACTIVATE, low=0.0, high=1.0),
+    ParamSpec("cloud_stride", 2, "~/points: every k-th pixel in both directions", LIVE,
+              low=1, high=64),
+    ParamSpec("cloud_voxel", 0.0, "~/points: at most one point per voxel of this size, "
+              "metres (0 = off)", LIVE, low=0.0, high=10.0),
+    ParamSpec("marker_lifetime", 1.0, "~/markers: seconds a marker lives unless refreshed",
+              LIVE, low=0.01, high=3600.0),
     # Tracking: live.
     ParamSpec("tracking", True, "persistent ids: a thing keeps its instance id (label image) "
               "and its track_id while it is visible and through gaps up to track_max_age; off "
