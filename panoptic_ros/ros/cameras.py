@@ -1,9 +1,10 @@
-"""One camera of the panoptic node: its topic names, subscription state, counters and tracker.
+"""One camera of the panoptic node: topic names, subscription state, counters, and its steps.
 
 A node serves one camera (``cameras: []``: input ``image``, outputs ``~/panoptic`` ...) or
 several with one model (``cameras: [front, left]``: inputs ``front/image``, ``left/image``;
 outputs ``~/front/panoptic``, ``~/left/panoptic`` ...). Every per-camera thing lives here, so
-that the node's frame path is the same for one camera and for many.
+that the node's frame path is the same for one camera and for many: depth pairing, the tracking
+step and the 3D step after the model, and the camera's diagnostics values.
 """
 
 from __future__ import annotations
@@ -12,10 +13,24 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from panoptic_ros.geometry import StampPairer
+import numpy as np
+
+from panoptic_ros.geometry import (
+    DepthError,
+    Intrinsics,
+    StampPairer,
+    depth_array,
+    depth_to_metres,
+    intrinsics_from_camera_info,
+    match_depth_size,
+    segment_geometry,
+)
+from panoptic_ros.geometry.pairing import Paired
+from panoptic_ros.result import PanopticResult
 from panoptic_ros.ros.diagnostics import FrameStats
+from panoptic_ros.ros.latest_frame import Frame
 from panoptic_ros.ros.qos import ReliabilityDecision
-from panoptic_ros.tracking import Tracker
+from panoptic_ros.tracking import Tracker, TrackerConfig
 
 SINGLE = ""
 """The name of the one camera of a node without ``cameras``."""
@@ -91,6 +106,126 @@ class Camera:
     last_depth_problem: str = ""
     marker_ids: set[int] = field(default_factory=set)
     waiting_since: float | None = None
+    camera_info_topic: str = ""
+
+    # -- depth pairing (executor thread) --------------------------------------------------
+    def pair_colour(self, frame: Frame) -> list[Frame]:
+        """A colour frame in; the frames ready for the worker out (with their depth if any).
+
+        Without depth in use the frame itself; with depth, what the stamp pairer resolved (a
+        frame waits for its partner until a depth image at or after its stamp, or a newer
+        frame, arrives).
+        """
+        if self.pairer is None:
+            return [frame]
+        ready = self._resolved(self.pairer.add_colour(stamp_ns(frame.msg.header), frame))
+        self.waiting_since = frame.received if self.pairer.waiting else None
+        return ready
+
+    def pair_depth(self, msg: Any) -> list[Frame]:
+        """A depth image in; the frames it resolved out."""
+        if self.pairer is None:
+            return []
+        ready = self._resolved(self.pairer.add_depth(stamp_ns(msg.header), msg))
+        if not self.pairer.waiting:
+            self.waiting_since = None
+        return ready
+
+    def release_stale(self, now: float, after_s: float = 0.5) -> list[Frame]:
+        """A frame waiting over ``after_s`` for its depth (depth stopped), released without it.
+
+        Its 2D outputs then go out; ``now`` is monotonic time, seconds.
+        """
+        waiting = self.waiting_since
+        if self.pairer is None or waiting is None or now - waiting <= after_s:
+            return []
+        self.waiting_since = None
+        return self._resolved(self.pairer.flush())
+
+    def _resolved(self, pairs: list[Paired]) -> list[Frame]:
+        frames = []
+        for pair in pairs:
+            frame = pair.colour
+            frame.depth = pair.depth
+            if pair.depth is None:
+                self.depth_unpaired += 1
+                self.last_depth_problem = "no depth image within depth_slop of the frame"
+            frames.append(frame)
+        return frames
+
+    # -- the frame's steps after the model (worker thread) --------------------------------
+    def track(self, result: PanopticResult, header: Any, enabled: bool,
+              config: TrackerConfig, log: Any) -> PanopticResult:
+        """The tracking step: persistent ids (this camera's tracker), or the result as it is.
+
+        Time is the header stamp; a stamp going backwards or a frame_id change resets the
+        tracker, logged once (``log``: the node's logger).
+        """
+        if not enabled:
+            self.tracker = None
+            return result
+        tracker = self.tracker
+        if tracker is None:
+            tracker = self.tracker = Tracker(config)
+        elif tracker.config is not config:
+            tracker.config = config  # a live change applies from this frame on
+        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
+        result = tracker.update(result, stamp, header.frame_id)
+        if tracker.reset_reason is not None:
+            self.tracker_resets += 1
+            log.info(f"{self.label}tracker reset: {tracker.reset_reason}")
+        return result
+
+    def add_3d(self, frame: Frame, result: PanopticResult,
+               log: Any) -> tuple[PanopticResult, tuple[np.ndarray, Intrinsics] | None]:
+        """The 3D step: ``(result with Segment.geometry, (depth_m, intrinsics))``.
+
+        Without a depth partner the result unchanged and None. A refused depth image or
+        calibration (another encoding, a size that cannot be scaled, no camera_info yet, a
+        zero focal length): the same, counted and logged (throttled); 2D outputs go out.
+        """
+        depth, info = frame.depth, self.camera_info
+        if depth is None:
+            return result, None
+        try:
+            if info is None:
+                raise DepthError(f"no camera_info received yet on {self.camera_info_topic}")
+            intrinsics = intrinsics_from_camera_info(
+                info.width, info.height, info.k, info.p, image_size=result.ids.shape)
+            raw = depth_array(depth.data, depth.height, depth.width, depth.step,
+                              depth.encoding, bool(depth.is_bigendian))
+            depth_m, scaled = match_depth_size(depth_to_metres(raw, depth.encoding),
+                                               *result.ids.shape)
+        except DepthError as err:
+            self.depth_errors += 1
+            self.last_depth_problem = str(err)
+            log.warning(f"{self.label}no 3D for frame ({where(depth.header)}): {err}",
+                        throttle_duration_sec=5.0)
+            return result, None
+        self.depth_frames += 1
+        self.depth_scaled += int(scaled)
+        return segment_geometry(result, depth_m, intrinsics), (depth_m, intrinsics)
+
+    # -- diagnostics ----------------------------------------------------------------------
+    def tracking_summary(self, enabled: bool) -> str:
+        """Its tracker in a diagnostics value."""
+        if not enabled:
+            return "off"
+        if self.tracker is None:
+            return f"on (no frame yet; resets {self.tracker_resets})"
+        return (f"on ({len(self.tracker.tracks)} live tracks, {self.tracker.last_track_id} "
+                f"since the last reset; resets {self.tracker_resets})")
+
+    def depth_summary(self, use_depth: bool) -> dict[str, str]:
+        """Its depth counters as diagnostics values."""
+        if self.pairer is None and not self.depth_frames:
+            return {"depth": "not active" if use_depth else "off"}
+        return {"depth": "on", "depth_frames": str(self.depth_frames),
+                "depth_unpaired": str(self.depth_unpaired),
+                "depth_errors": str(self.depth_errors),
+                "depth_scaled": str(self.depth_scaled),
+                "camera_info": "received" if self.camera_info is not None else "none yet",
+                "last_depth_problem": self.last_depth_problem}
 
     def input_topic(self, relative: str) -> str:
         """Its input topic: ``image`` -> ``image`` (single) or ``<name>/image``."""
@@ -104,3 +239,13 @@ class Camera:
     def label(self) -> str:
         """How log lines name it: "" for the single camera, else ``"camera 'front': "``."""
         return f"camera '{self.name}': " if self.name else ""
+
+
+def stamp_ns(header: Any) -> int:
+    """A header's stamp in integer nanoseconds."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def where(header: Any) -> str:
+    """A frame in a log line: its frame_id and stamp."""
+    return f"frame_id '{header.frame_id}' stamp {header.stamp.sec}.{header.stamp.nanosec:09d}"

@@ -43,19 +43,13 @@ from visualization_msgs.msg import MarkerArray
 from panoptic_ros.categories import LabelSet
 from panoptic_ros.devices import is_sticky_device_error
 from panoptic_ros.geometry import (
-    DepthError,
     Intrinsics,
     StampPairer,
-    depth_array,
-    depth_to_metres,
-    intrinsics_from_camera_info,
     labelled_points,
-    match_depth_size,
-    segment_geometry,
 )
 from panoptic_ros.models.live_params import LiveParam
 from panoptic_ros.msg import CategoryArray, InstanceCounts, PanopticSegmentation
-from panoptic_ros.ros.cameras import SINGLE, Camera, camera_names
+from panoptic_ros.ros.cameras import SINGLE, Camera, camera_names, where
 from panoptic_ros.ros.conversions import (
     ImageConversionError,
     InputBudget,
@@ -99,7 +93,7 @@ from panoptic_ros.ros.qos import (
     no_frames_warning,
 )
 from panoptic_ros.ros.spin import spin_main
-from panoptic_ros.tracking import Tracker, TrackerConfig
+from panoptic_ros.tracking import TrackerConfig
 from panoptic_ros.viz import overlay
 
 NODE_NAME = "panoptic_segmentation"
@@ -410,6 +404,7 @@ class PanopticSegmentationNode(LifecycleNode):
                               reliability=ReliabilityPolicy.BEST_EFFORT)
         cam.pairer = StampPairer(slop_s=float(self._param("depth_slop")), capacity=10)
         cam.waiting_since = None
+        cam.camera_info_topic = self.resolve_topic_name(cam.input_topic("camera_info"))
         cam.depth_subscriptions = [
             self.create_subscription(Image, topic, lambda m: self._on_depth(cam, m), depth_qos),
             self.create_subscription(CameraInfo, cam.input_topic("camera_info"),
@@ -505,27 +500,12 @@ class PanopticSegmentationNode(LifecycleNode):
         cam.last_frame = frame.received
         cam.last_frame_bytes = len(frame.msg.data)
         cam.stats.received()
-        if cam.pairer is None:
-            self._put(cam, frame)
-            return
-        self._paired(cam, cam.pairer.add_colour(_stamp_ns(frame.msg.header), frame))
-        cam.waiting_since = frame.received if cam.pairer.waiting else None
+        for ready in cam.pair_colour(frame):
+            self._put(cam, ready)
 
     def _on_depth(self, cam: Camera, msg: Image) -> None:
-        if cam.pairer is not None:
-            self._paired(cam, cam.pairer.add_depth(_stamp_ns(msg.header), msg))
-            if not cam.pairer.waiting:
-                cam.waiting_since = None
-
-    def _paired(self, cam: Camera, pairs) -> None:
-        """Colour frames the pairer resolved: to the worker, with their depth if any."""
-        for pair in pairs:
-            frame = pair.colour
-            frame.depth = pair.depth
-            if pair.depth is None:
-                cam.depth_unpaired += 1
-                cam.last_depth_problem = "no depth image within depth_slop of the frame"
-            self._put(cam, frame)
+        for ready in cam.pair_depth(msg):
+            self._put(cam, ready)
 
     def _put(self, cam: Camera, frame: Frame) -> None:
         if self._slot.put(cam.name, frame):
@@ -575,7 +555,7 @@ class PanopticSegmentationNode(LifecycleNode):
                     rgb = image_to_rgb(msg, budget)
             except ImageConversionError as err:
                 cam.stats.bad_input(str(err))
-                log.warning(f"{cam.label}bad input image skipped ({_where(msg.header)}): "
+                log.warning(f"{cam.label}bad input image skipped ({where(msg.header)}): "
                             f"{err}", throttle_duration_sec=5.0)
                 continue
             if (budget.oversize == "reduce"
@@ -597,43 +577,13 @@ class PanopticSegmentationNode(LifecycleNode):
             try:
                 if keep is not None:
                     result = result.keep_categories(keep)
-                result = self._track(cam, result, header)
-                result, geometry = self._add_3d(cam, frame, result)
+                result = cam.track(result, header, *self._tracking, self.get_logger())
+                result, geometry = cam.add_3d(frame, result, self.get_logger())
                 self._publish(cam, result, header, rgb, geometry)
             except Exception as err:  # noqa: BLE001 - the other cameras are still served
                 self._failed([(cam, frame)], err)
                 continue
             cam.stats.processed(inference_s, time.monotonic() - frame.received)
-
-    def _add_3d(self, cam: Camera, frame: Frame, result):
-        """The 3D step: ``(result with Segment.geometry, (depth_m, intrinsics))``.
-
-        Without a depth partner, camera_info, or with a refused depth image or calibration
-        (wrong encoding or size, zero focal length): the result unchanged and None, counted
-        and logged (throttled); the frame's 2D outputs go out as usual.
-        """
-        if frame.depth is None:
-            return result, None
-        info, depth = cam.camera_info, frame.depth
-        try:
-            if info is None:
-                raise DepthError("no camera_info received yet on "
-                                 f"{self.resolve_topic_name(cam.input_topic('camera_info'))}")
-            intrinsics = intrinsics_from_camera_info(
-                info.width, info.height, info.k, info.p, image_size=result.ids.shape)
-            raw = depth_array(depth.data, depth.height, depth.width, depth.step,
-                              depth.encoding, bool(depth.is_bigendian))
-            depth_m, scaled = match_depth_size(depth_to_metres(raw, depth.encoding),
-                                               *result.ids.shape)
-        except DepthError as err:
-            cam.depth_errors += 1
-            cam.last_depth_problem = str(err)
-            self.get_logger().warning(f"{cam.label}no 3D for frame ({_where(depth.header)}): "
-                                      f"{err}", throttle_duration_sec=5.0)
-            return result, None
-        cam.depth_frames += 1
-        cam.depth_scaled += int(scaled)
-        return segment_geometry(result, depth_m, intrinsics), (depth_m, intrinsics)
 
     def _failed(self, frames: list[tuple[Camera, Frame]], err: Exception) -> None:
         """Count a processing failure for each frame; a sticky device error deactivates."""
@@ -644,31 +594,9 @@ class PanopticSegmentationNode(LifecycleNode):
         if is_sticky_device_error(err):
             self._device_failed(f"{type(err).__name__}: {err}")
             return
-        where = ", ".join(cam.label + _where(frame.msg.header) for cam, frame in frames)
-        self.get_logger().error(f"processing failed ({where}): {err}",
+        frames_text = ", ".join(cam.label + where(frame.msg.header) for cam, frame in frames)
+        self.get_logger().error(f"processing failed ({frames_text}): {err}",
                                 throttle_duration_sec=5.0)
-
-    def _track(self, cam: Camera, result, header):
-        """The tracking step (worker thread): persistent ids, or the result as it is.
-
-        Each camera has its own tracker. Time is the header stamp; a stamp going backwards or
-        a frame_id change resets the camera's tracker, logged once.
-        """
-        enabled, config = self._tracking
-        if not enabled:
-            cam.tracker = None
-            return result
-        tracker = cam.tracker
-        if tracker is None:
-            tracker = cam.tracker = Tracker(config)
-        elif tracker.config is not config:
-            tracker.config = config  # a live change applies from this frame on
-        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
-        result = tracker.update(result, stamp, header.frame_id)
-        if tracker.reset_reason is not None:
-            cam.tracker_resets += 1
-            self.get_logger().info(f"{cam.label}tracker reset: {tracker.reset_reason}")
-        return result
 
     def _device_failed(self, reason: str) -> None:
         """Stop serving after a sticky accelerator error, and deactivate with the reason.
@@ -721,11 +649,8 @@ class PanopticSegmentationNode(LifecycleNode):
         for cam in self._cameras.values():
             if cam.subscription is not None:
                 self._watch_input(cam)
-            if (cam.pairer is not None and cam.waiting_since is not None
-                    and time.monotonic() - cam.waiting_since > 0.5):
-                # Depth stopped: the waiting frame goes out with 2D outputs only.
-                self._paired(cam, cam.pairer.flush())
-                cam.waiting_since = None
+            for ready in cam.release_stale(time.monotonic()):
+                self._put(cam, ready)
         self._publish_diagnostics()
 
     def _watch_input(self, cam: Camera) -> None:
@@ -771,42 +696,13 @@ class PanopticSegmentationNode(LifecycleNode):
                        "torch_threads": threads,
                        "max_image_pixels": str(self._budget.max_pixels),
                        "oversize_policy": self._budget.oversize,
-                       "tracking": self._tracking_summary(cam),
-                       **self._depth_summary(cam),
+                       "tracking": cam.tracking_summary(self._tracking[0]),
+                       **cam.depth_summary(bool(self._param("use_depth"))),
                        **{f"inference.{k}": str(v) for k, v in sorted(live.items())}},
             ))
         msg = DiagnosticArray(status=statuses)
         msg.header.stamp = self.get_clock().now().to_msg()  # report time, not a frame's
         self._diag_pub.publish(msg)
-
-    def _depth_summary(self, cam: Camera) -> dict[str, str]:
-        if cam.pairer is None and not cam.depth_frames:
-            return {"depth": "off" if not self._param("use_depth") else "not active"}
-        return {"depth": "on", "depth_frames": str(cam.depth_frames),
-                "depth_unpaired": str(cam.depth_unpaired),
-                "depth_errors": str(cam.depth_errors),
-                "depth_scaled": str(cam.depth_scaled),
-                "camera_info": "received" if cam.camera_info is not None else "none yet",
-                "last_depth_problem": cam.last_depth_problem}
-
-    def _tracking_summary(self, cam: Camera) -> str:
-        if not self._tracking[0]:
-            return "off"
-        tracker = cam.tracker
-        if tracker is None:
-            return f"on (no frame yet; resets {cam.tracker_resets})"
-        return (f"on ({len(tracker.tracks)} live tracks, {tracker.last_track_id} since the last "
-                f"reset; resets {cam.tracker_resets})")
-
-
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def _where(header) -> str:
-    """A frame in a log line: its frame_id and stamp."""
-    return f"frame_id '{header.frame_id}' stamp {header.stamp.sec}.{header.stamp.nanosec:09d}"
-
 
 def _name(decision: ReliabilityDecision) -> str:
     return "reliable" if decision.reliable else "best_effort"
