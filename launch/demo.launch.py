@@ -8,10 +8,13 @@ machines with ROS 2 from pip), for robots with ROS 2 from apt::
         output_dir:=/tmp/panoptic_demo
 
 All three live in ``namespace``: the camera publishes ``camera/image_raw`` and
-``camera/ground_truth``, the node (``panoptic_segmentation``) reads ``camera/image_raw``, the
-monitor scores ``panoptic_segmentation/panoptic`` against the ground truth, logs the running
-figures every 5 s, and on Ctrl-C prints the summary (and writes it with the contact sheet and
-COCO panoptic files into ``output_dir`` when set). Discovery scope and domain come from the
+``camera/ground_truth`` (with ``source:=sequences`` also ``camera/depth`` and
+``camera/camera_info``), the node (``panoptic_segmentation``) reads ``camera/image_raw`` (and,
+with ``use_depth`` on sequences, the depth and camera info: 3D per segment, ``~/points``,
+``~/markers``), the monitor scores ``panoptic_segmentation/panoptic`` against the ground truth
+(on sequences also the 3D centroid error), logs the running figures every 5 s, and on Ctrl-C
+prints the summary (and writes it with the contact sheet and COCO panoptic files into
+``output_dir`` when set). Discovery scope and domain come from the
 environment (``ROS_AUTOMATIC_DISCOVERY_RANGE``, ``ROS_DOMAIN_ID``).
 """
 
@@ -50,6 +53,7 @@ def generate_launch_description() -> LaunchDescription:
                                   [FindPackageShare(PACKAGE), "config", "panoptic.yaml"]),
                               description="node parameters (YAML)"),
     ]
+    sequences = PythonExpression(["'", arg("source"), "' == 'sequences'"])
     camera = Node(
         package=PACKAGE,
         executable="panoptic_demo_camera",
@@ -65,8 +69,10 @@ def generate_launch_description() -> LaunchDescription:
         name="panoptic_segmentation",
         namespace=namespace,
         output="screen",
-        parameters=[arg("params_file"), {"weights": arg("weights"), "device": arg("device")}],
-        remappings=[("image", "camera/image_raw")],
+        parameters=[arg("params_file"), {"weights": arg("weights"), "device": arg("device"),
+                                         "use_depth": sequences}],
+        remappings=[("image", "camera/image_raw"), ("depth", "camera/depth"),
+                    ("camera_info", "camera/camera_info")],
     )
     monitor = Node(
         package=PACKAGE,
@@ -75,6 +81,6 @@ def generate_launch_description() -> LaunchDescription:
         namespace=namespace,
         output="screen",
         parameters=[{"output_dir": arg("output_dir"),
-                     "video": PythonExpression(["'", arg("source"), "' == 'sequences'"])}],
+                     "video": sequences}],
     )
     return LaunchDescription([*args, camera, node, monitor])

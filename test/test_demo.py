@@ -97,10 +97,16 @@ def test_demo_launch_file_matches_the_executables_and_their_parameters():
             assert all(node.has_parameter(k) for k in keys), (exe, keys)
         name, keys, remaps = nodes["panoptic_node"]
         assert name == NODE_NAME and keys <= set(SPECS)
-        # The node's input is the camera's output; the monitor listens to that node's name.
-        assert remaps == [("image", "camera/image_raw")]
+        # The node's inputs are the camera's outputs (depth and camera info too: the node
+        # uses them on sequences); the monitor listens to that node's name.
+        assert remaps == [("image", "camera/image_raw"), ("depth", "camera/depth"),
+                          ("camera_info", "camera/camera_info")]
+        assert "use_depth" in keys
         assert camera._image_pub.topic_name == "/camera/image_raw"
         assert monitor.panoptic_topic == f"/{NODE_NAME}/panoptic"
+        # It subscribes the lazy 3D outputs, so that the node computes them.
+        topics = {sub.topic_name for sub in monitor._subs}
+        assert {f"/{NODE_NAME}/points", f"/{NODE_NAME}/markers"} <= topics
         camera.destroy_node()
         monitor.destroy_node()
     finally:
@@ -130,7 +136,7 @@ def test_demo_end_to_end(tmp_path):
     log = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
     assert proc.returncode == 0, log
     assert "latency  p50" in proc.stdout and "PQ over" in proc.stdout, log
-    assert "reproduces the live PQ, STQ and ID switches" in proc.stdout, log
+    assert "reproduces the live PQ, STQ, ID switches and 3D centroid error" in proc.stdout, log
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_in"] > 0 and summary["frames_out"] > 0
@@ -187,3 +193,21 @@ def test_demo_end_to_end(tmp_path):
     assert summary["config"]["threads"] == 1
     assert cv2.imread(str(out / "predictions" / names[0] / "000000.png")) is not None
     assert summary["config"]["source"] == "sequences"
+
+    # 3D: the node ran with the camera's depth (its parameters), the ground truth carried every
+    # visible thing's position (the written files too), and the monitor scored the centroid
+    # error (its values are checked in test_demo_scoring.py; a random model may match no
+    # thing: here the structure and counters) and received the lazy point clouds and markers.
+    assert "use_depth: true" in params
+    c3d = summary["centroid_error_m"]
+    assert c3d["truth_things"] > 0 and c3d["max_range_m"] == 15.0
+    assert 0 <= c3d["count"] <= c3d["all"]["count"] <= c3d["matched"] <= c3d["truth_things"]
+    assert (c3d["median"] is None) == (c3d["count"] == 0)
+    gt_things = [s for a in truth.annotations.values() for s in a["segments_info"]
+                 if LS.is_thing(s["category_id"])]
+    assert gt_things and all(len(s["position_m"]) == 3 for s in gt_things)
+    assert len(gt_things) == c3d["truth_things"]
+    out3d = summary["outputs_3d"]
+    assert out3d["point_clouds"] > 0 and out3d["last_cloud_points"] > 0, out3d
+    assert out3d["marker_arrays"] >= 0
+    assert "3D       centroid error" in proc.stdout and "3D out" in proc.stdout, log

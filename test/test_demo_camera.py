@@ -1,7 +1,8 @@
 """The demo camera playing sequences on a real ROS 2 graph (in-process, loopback, own domain).
 
 Content, not arrival: the image, depth, camera info and ground truth of a frame share one
-header, and equal the sequence generated in memory (pixels, millimetres, K, persistent ids).
+header, and equal the sequence generated in memory (pixels, millimetres, K, persistent ids,
+each thing's 3D position).
 """
 
 from __future__ import annotations
@@ -87,4 +88,10 @@ def test_camera_plays_sequences_with_depth_and_camera_info():
         np.testing.assert_allclose(np.reshape(info.p, (3, 4)), frame.camera.P)
         assert (info.width, info.height, info.distortion_model) == (80, 64, "plumb_bob")
         # Persistent ids: the ground truth is the data set's own, not renumbered.
-        np.testing.assert_array_equal(result_from_msg(truth).ids, frame.result.ids)
+        result = result_from_msg(truth)
+        np.testing.assert_array_equal(result.ids, frame.result.ids)
+        # Exact 3D of every visible thing: its centroid is its position_m (float32 message).
+        centroids = {s.id: s.geometry.centroid for s in result.segments if s.geometry}
+        for obj in frame.objects:
+            if obj.visible:
+                np.testing.assert_allclose(centroids[obj.id], obj.position_m, rtol=1e-6)

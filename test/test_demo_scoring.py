@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,11 +13,14 @@ from conftest import REPO
 
 from panoptic_ros.categories import synthetic
 from panoptic_ros.data.coco_panoptic import CocoPanopticDataset, read_image
+from panoptic_ros.data.sequences import SequenceConfig, generate_sequence
+from panoptic_ros.evaluation.centroid import centroid_compute_files
 from panoptic_ros.evaluation.live import LiveVideoMetrics
 from panoptic_ros.evaluation.pq import PQStat, pq_compute_files, pq_results
 from panoptic_ros.evaluation.sequence import Frame
 from panoptic_ros.evaluation.video import evaluate_video, video_compute_files
-from panoptic_ros.result import PanopticResult
+from panoptic_ros.geometry import intrinsics_from_calibration, segment_geometry
+from panoptic_ros.result import PanopticResult, SegmentGeometry
 from panoptic_ros.ros.demo.pairing import (
     KeyedBuffer,
     StampPairer,
@@ -32,6 +36,7 @@ from panoptic_ros.ros.demo.report import (
 )
 from panoptic_ros.ros.demo.scoring import LiveEvaluator, latency_summary, segments_info
 from panoptic_ros.ros.demo.sheet import SheetRow, SheetSampler, sheet_image
+from panoptic_ros.ros.demo.truth import truth_with_geometry
 
 LS = synthetic()
 SKY, GROUND, PERSON, CAR = 11, 12, 1, 2
@@ -221,6 +226,114 @@ def test_live_evaluator_scores_videos_like_the_batch_metrics_and_writes_a_video_
     assert offline_check({**summary, "video": {**video, "id_switches": 2}}) is False
 
 
+# -- 3D ---------------------------------------------------------------------------------------
+def test_camera_ground_truth_carries_the_exact_3d_of_every_thing():
+    """The ground truth's centroid is the object's position_m (the node's definition of a
+    centroid applied to the ground-truth mask and the exact depth gives it to 1 mm)."""
+    config = SequenceConfig(height=64, width=80, rate=10.0)
+    things = 0
+    for frame in generate_sequence(5, 0, 4, config):
+        truth = truth_with_geometry(frame)
+        assert (truth.ids == frame.result.ids).all()
+        assert [s.id for s in truth.segments] == [s.id for s in frame.result.segments]
+        by_def = {s.id: s.geometry for s in segment_geometry(
+            frame.result, frame.depth, intrinsics_from_calibration(frame.camera)).segments}
+        geometry = {s.id: s.geometry for s in truth.segments}
+        for obj in frame.objects:
+            if not obj.visible:
+                assert obj.id not in geometry
+                continue
+            things += 1
+            g = geometry[obj.id]
+            assert g.centroid == tuple(obj.position_m)
+            np.testing.assert_allclose(by_def[obj.id].centroid, obj.position_m, atol=1e-3)
+            assert g.valid_fraction == 1.0  # a thing is a billboard at one depth
+            assert 0 < g.distance <= np.linalg.norm(obj.position_m) + 1e-3
+            assert all(lo <= c <= hi for lo, c, hi in zip(g.extent_min, g.centroid,
+                                                          g.extent_max))
+        sky = [s for s in truth.segments if s.category_id == SKY]
+        assert all(s.geometry is None for s in sky)  # no depth in the sky
+    assert things > 0
+
+
+def with_3d(result: PanopticResult, centroids: dict[int, tuple[float, float, float]]) -> (
+    PanopticResult
+):
+    """``result`` whose segments in ``centroids`` have that centroid (fully valid depth)."""
+    def geometry(c: tuple[float, float, float]) -> SegmentGeometry:
+        return SegmentGeometry(1.0, c, float(np.linalg.norm(c)), c, c)
+
+    return replace(result, segments=[
+        replace(s, geometry=geometry(centroids[s.id])) if s.id in centroids else s
+        for s in result.segments])
+
+
+def test_live_evaluator_scores_the_3d_centroid_error_like_eval_does(tmp_path):
+    # One video, 5 frames: a person at 5 m (the prediction 0.1, 0.2, ... m too far; no 3D in
+    # the last frame: matched, no error) and a car at 20 m, beyond the 15 m headline range
+    # (1 m too far: only in "all").
+    person, car = PERSON * 1000 + 1, CAR * 1000 + 1
+    frame_id = sequence_frame_id("cam", "7_0000")
+    ev = LiveEvaluator(LS, output_dir=tmp_path, sheet_rows=0, video=True)
+    for i in range(5):
+        gt, pred = video_pair(0, 5, 3)
+        gt = with_3d(gt, {person: (1.0, 0.0, 5.0), car: (-2.0, 1.0, 20.0)})
+        guess = {CAR * 1000 + 3: (-2.0, 1.0, 21.0)}
+        if i < 4:
+            guess[PERSON * 1000 + 5] = (1.0, 0.0, 5.0 + 0.1 * (i + 1))
+        ev.add_truth(key(i, frame_id), gt)
+        ev.add_prediction(key(i, frame_id), with_3d(pred, guess), 0.1)
+        if i == 1:
+            snap = ev.snapshot()
+            assert snap.centroid_error_p50_m == pytest.approx(0.15)
+            assert format_status(snap).endswith("| 3D err p50 0.15 m")
+    summary = ev.close()
+    errors = [0.1, 0.2, 0.3, 0.4]
+    c3d = summary["centroid_error_m"]
+    assert c3d["median"] == pytest.approx(0.25) and c3d["count"] == 4
+    assert c3d["p90"] == pytest.approx(np.percentile(errors, 90))
+    assert c3d["max_range_m"] == 15.0
+    assert c3d["all"]["count"] == 9
+    assert c3d["all"]["median"] == pytest.approx(np.median(errors + [1.0] * 5))
+    assert (c3d["matched"], c3d["truth_things"]) == (10, 10)
+    assert "3D       centroid error of matched things within 15 m: median 0.250 m" in \
+        format_summary(summary)
+
+    # The files carry the 3D (ground truth position_m, predictions centroid_m ...) and
+    # `panoptic-ros eval` reports the very same error.
+    gt_json = json.loads((tmp_path / "ground_truth.json").read_text())
+    pred_json = json.loads((tmp_path / "predictions.json").read_text())
+    gt_seg = {s["id"]: s for s in gt_json["annotations"][0]["segments_info"]}
+    pred_seg = {s["id"]: s for s in pred_json["annotations"][0]["segments_info"]}
+    assert gt_seg[car]["position_m"] == [-2.0, 1.0, 20.0]
+    assert "position_m" not in gt_seg[SKY * 1000]  # things only
+    assert pred_seg[PERSON * 1000 + 5].items() >= {
+        "centroid_m": [1.0, 0.0, 5.1], "distance_m": round(np.hypot(1.0, 5.1), 4),
+        "valid_depth_fraction": 1.0}.items()
+    offline = centroid_compute_files(gt_json, tmp_path / "ground_truth", pred_json,
+                                     tmp_path / "predictions").results()
+    assert offline["within"]["median_m"] == c3d["median"]
+    assert offline["within"]["p90_m"] == c3d["p90"]
+    assert offline["all"]["count"] == 9 and offline["matched"] == 10
+    assert offline_check(summary) is True
+    assert offline_check({**summary, "centroid_error_m": {**c3d, "median": 0.3}}) is False
+
+
+def test_report_shows_the_3d_outputs_and_no_3d_without_it(tmp_path):
+    ev = LiveEvaluator(LS, sheet_rows=0)
+    gt, pred = gt_and_pred(0)
+    ev.add_truth(key(0), gt)
+    ev.add_prediction(key(0), pred, 0.2)
+    assert ev.snapshot().centroid_error_p50_m is None
+    assert "3D" not in format_status(ev.snapshot())
+    summary = ev.close()
+    assert summary["centroid_error_m"] is None and "3D" not in format_summary(summary)
+    text = format_summary({**summary, "outputs_3d": {
+        "point_clouds": 12, "last_cloud_points": 20480, "marker_arrays": 11,
+        "last_markers": 8}})
+    assert "3D out   12 point clouds (last 20480 points), 11 marker arrays (last 8 " in text
+
+
 def test_live_evaluator_does_not_score_foreign_categories(tmp_path):
     from panoptic_ros.categories import cityscapes
 
@@ -316,6 +429,7 @@ def test_report_texts_and_output_folder(tmp_path):
 def test_the_ros_free_half_does_not_load_rclpy():
     code = ("import sys\n"
             "import panoptic_ros.ros.demo.scoring, panoptic_ros.ros.demo.report\n"
+            "import panoptic_ros.ros.demo.truth\n"
             "assert not [m for m in sys.modules if m.startswith(('rclpy', 'rcl_interfaces'))]")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=120)

@@ -4,15 +4,18 @@ A synthetic camera (video sequences the demo model never saw, ``--source sequenc
 default; or independent scenes, ``--source scenes``) streams at ``--rate`` Hz to the real
 ``panoptic_node`` process; a monitor scores the node's outputs against the camera's ground
 truth as they arrive: PQ, end-to-end latency, FPS, dropped frames, instance counts, and on
-sequences STQ and ID switches. At the end it prints a summary and writes into ``--output``:
+sequences STQ, ID switches and the 3D centroid error of matched things (the node runs with
+``use_depth`` on the camera's depth and camera_info; the monitor also subscribes its
+``~/points`` and ``~/markers`` and counts them). At the end it prints a summary and writes into
+``--output``:
 
 * ``summary.json``: every figure of the summary;
 * ``contact_sheet.png``: rows of input | node overlay | ground truth;
 * ``predictions.json`` + ``predictions/`` and ``ground_truth.json`` + ``ground_truth/`` +
   ``images/``: COCO panoptic files of every scored frame (on sequences a video data set), so
   that ``panoptic-ros eval --gt-json OUT/ground_truth.json --pred-json OUT/predictions.json``
-  reproduces the live PQ (and STQ, ID switches) exactly (checked at the end,
-  ``offline_eval_matches``);
+  reproduces the live PQ (and STQ, ID switches, 3D centroid error) exactly (checked at the
+  end, ``offline_eval_matches``);
 * ``panoptic_params.yaml`` (the node's parameters) and ``logs/`` (node and camera output).
 
 Network safety: before rclpy starts, this process sets ``ROS_AUTOMATIC_DISCOVERY_RANGE=
@@ -35,7 +38,7 @@ from typing import TextIO
 from panoptic_ros.errors import UserError
 
 HELP = ("live demo: synthetic camera -> panoptic node -> monitor (PQ, STQ, ID switches, "
-        "latency) over ROS 2")
+        "3D error, latency) over ROS 2")
 
 LOOPBACK_PROFILE = Path(__file__).resolve().parent.parent / "ros" / "fastdds_loopback.xml"
 """Fast DDS profile of the demo's processes: 32 MiB shared memory, UDP on 127.0.0.1 only."""
@@ -222,7 +225,9 @@ def run(args: argparse.Namespace) -> int:
     print(report.format_summary(summary))
     if summary["offline_eval_matches"] is not None:
         verdict = "reproduces" if summary["offline_eval_matches"] else "DOES NOT reproduce"
-        what = "PQ, STQ and ID switches" if summary.get("video") else "PQ"
+        figures = (["PQ"] + (["STQ", "ID switches"] if summary.get("video") else [])
+                   + (["3D centroid error"] if summary.get("centroid_error_m") else []))
+        what = " and ".join([", ".join(figures[:-1]), figures[-1]] if figures[1:] else figures)
         print(f"offline: panoptic-ros eval --gt-json {out / report.GT_JSON} --pred-json "
               f"{out / report.PRED_JSON}  {verdict} the live {what}")
     for name, path in sorted(summary["files"].items()):

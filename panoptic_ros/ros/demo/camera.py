@@ -13,7 +13,9 @@ With ``source: sequences`` it plays video sequences of
 ``k`` of ``seed``, one after another): thing ids of the ground truth persist per object within a
 sequence, and each frame also goes out as ``camera/depth`` (sensor_msgs/Image 16UC1,
 millimetres, 0 = no depth, aligned with the colour image) and ``camera/camera_info``
-(sensor_msgs/CameraInfo: K, D, R, P of the sequence's calibration), all with the frame's header.
+(sensor_msgs/CameraInfo: K, D, R, P of the sequence's calibration), all with the frame's header;
+the ground truth's segments then carry their exact 3D (``has_3d``, ``centroid`` = the object's
+``position_m``, ``distance``, extent: :func:`~panoptic_ros.ros.demo.truth.truth_with_geometry`).
 
 Run: ``ros2 run panoptic_ros panoptic_demo_camera --ros-args -p rate:=10.0``.
 """
@@ -39,6 +41,7 @@ from panoptic_ros.data.synthetic import SceneConfig, SceneGenerator
 from panoptic_ros.msg import PanopticSegmentation
 from panoptic_ros.ros.conversions import array_to_image
 from panoptic_ros.ros.demo.pairing import sequence_frame_id
+from panoptic_ros.ros.demo.truth import truth_with_geometry
 from panoptic_ros.ros.messages import panoptic_msg
 from panoptic_ros.ros.params import START, ParamSpec, declare_params
 from panoptic_ros.ros.spin import spin_main
@@ -140,7 +143,8 @@ class DemoCamera(Node):
     def _sequence_frames(self):
         """Sequences ``start_id``, ``start_id + 1``, ... of the seed, as messages.
 
-        Yields (image, ground truth, depth 16UC1, camera info, ``<frame_id>_<video>``).
+        Yields (image, ground truth with 3D, depth 16UC1, camera info,
+        ``<frame_id>_<video>``).
         """
         empty = Header()
         cfg = self._scenes.config
@@ -154,7 +158,7 @@ class DemoCamera(Node):
                                            config):
                 info = info or camera_info_msg(frame.camera)
                 yield (array_to_image(frame.image, "rgb8"),
-                       panoptic_msg(frame.result, empty, self._labels),
+                       panoptic_msg(truth_with_geometry(frame), empty, self._labels),
                        array_to_image(depth_to_millimetres(frame.depth), "16UC1"), info,
                        frame_id)
             video += 1

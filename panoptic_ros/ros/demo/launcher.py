@@ -153,10 +153,14 @@ def log_reason(log_path: Path) -> str:
 
 
 def write_node_params(path: Path, cfg: DemoConfig) -> Path:
-    """The node's parameters file: the demo's model and device, autostart."""
+    """The node's parameters file: the demo's model and device, autostart.
+
+    On sequences also ``use_depth`` (the camera sends depth and camera_info): 3D per segment,
+    ``~/points`` and ``~/markers``.
+    """
     params = {"backend": cfg.backend, "weights": cfg.weights, "device": cfg.device,
               "cpu_threads": cfg.cpu_threads,
-              "autostart": True, "max_rate": 0.0}
+              "autostart": True, "max_rate": 0.0, "use_depth": cfg.source == "sequences"}
     if not cfg.weights:
         params.update(variant="narrow", label_set="synthetic")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,7 +218,9 @@ class _Run:
         cmd = executable("panoptic_node", "panoptic_ros.ros.node") + [
             "--ros-args", "--params-file", str(params),
             "-r", f"__ns:={cfg.namespace}",
-            "-r", f"image:={cfg.namespace}/camera/image_raw"]
+            "-r", f"image:={cfg.namespace}/camera/image_raw",
+            "-r", f"depth:={cfg.namespace}/camera/depth",
+            "-r", f"camera_info:={cfg.namespace}/camera/camera_info"]
         self.node_proc = start_process(cmd, self.logs / "node.log")
         deadline = time.monotonic() + cfg.start_timeout_s
         future = None

@@ -1,17 +1,21 @@
 """The ``panoptic_monitor`` node: watches the panoptic node's outputs as a planner would.
 
-Subscribes to the node's ``~/panoptic``, ``~/instance_counts``, ``~/categories`` (latched)
-and ``~/overlay``, to the camera's ground truth and image, and to ``/diagnostics``; pairs each
-prediction with its ground truth by header (stamp and frame_id) and scores the stream live
-with :class:`~panoptic_ros.ros.demo.scoring.LiveEvaluator`: PQ, end-to-end latency (receive time
-minus header stamp, both from the system clock), output rate, dropped frames, instance counts;
-with ``video`` (the camera plays sequences) also STQ and ID switches per video and pooled.
+Subscribes to the node's ``~/panoptic``, ``~/instance_counts``, ``~/categories`` (latched),
+``~/overlay``, ``~/points`` and ``~/markers`` (so that the node computes them: they are lazy;
+counted, with the last cloud's point count), to the camera's ground truth and image, and to
+``/diagnostics``; pairs each prediction with its ground truth by header (stamp and frame_id) and
+scores the stream live with :class:`~panoptic_ros.ros.demo.scoring.LiveEvaluator`: PQ,
+end-to-end latency (receive time minus header stamp, both from the system clock), output rate,
+dropped frames, instance counts; with ``video`` (the camera plays sequences) also STQ and ID
+switches per video and pooled; with ground truth in 3D (sequences: the node runs with depth)
+the 3D centroid error of matched things.
 
 Callbacks only take the receive time and queue the message; a worker thread converts, pairs,
 scores and writes files, so evaluation work never delays the next receive timestamp.
 
 Topics (relative; the defaults match the node and :mod:`~panoptic_ros.ros.demo.camera` in one
-namespace): ``panoptic_segmentation/{panoptic,instance_counts,categories,overlay}``,
+namespace): ``panoptic_segmentation/{panoptic,instance_counts,categories,overlay,points,
+markers}``,
 ``camera/ground_truth``, ``camera/image_raw``, ``/diagnostics``.
 
 Run: ``ros2 run panoptic_ros panoptic_monitor --ros-args -p output_dir:=demo_output``; on
@@ -33,7 +37,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
 
 from panoptic_ros.categories import get_label_set
 from panoptic_ros.msg import CategoryArray, InstanceCounts, PanopticSegmentation
@@ -101,6 +106,8 @@ class PanopticMonitor(Node):
         self._diag_time = 0.0
         self.worker_errors = 0
         self.frames_before_active = 0
+        self._outputs_3d = {"point_clouds": 0, "last_cloud_points": 0, "marker_arrays": 0,
+                            "last_markers": 0}
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="monitor-worker", daemon=True)
         self._worker.start()
@@ -121,6 +128,8 @@ class PanopticMonitor(Node):
             sub(InstanceCounts, f"{seg}/instance_counts", self._on_counts, reliable),
             sub(CategoryArray, f"{seg}/categories", self._on_categories, latched),
             sub(Image, f"{seg}/overlay", self._on_overlay, reliable),
+            sub(PointCloud2, f"{seg}/points", self._on_points, reliable),
+            sub(MarkerArray, f"{seg}/markers", self._on_markers, reliable),
             sub(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10),
         ]
         self.panoptic_topic = self._subs[2].topic_name
@@ -150,6 +159,16 @@ class PanopticMonitor(Node):
 
     def _on_counts(self, msg: InstanceCounts) -> None:
         self._queue.put(("counts", msg))
+
+    def _on_points(self, msg: PointCloud2) -> None:
+        with self._lock:
+            self._outputs_3d["point_clouds"] += 1
+            self._outputs_3d["last_cloud_points"] = int(msg.width) * int(msg.height)
+
+    def _on_markers(self, msg: MarkerArray) -> None:
+        with self._lock:
+            self._outputs_3d["marker_arrays"] += 1
+            self._outputs_3d["last_markers"] = len(msg.markers)
 
     def _on_categories(self, msg: CategoryArray) -> None:
         self.evaluator.set_model_labels(label_set_from_msg(msg))
@@ -194,6 +213,15 @@ class PanopticMonitor(Node):
         with self._lock:
             return dict(self._diag), self._diag_time
 
+    def outputs_3d(self) -> dict[str, int]:
+        """The node's 3D outputs so far.
+
+        ``point_clouds`` and ``marker_arrays`` received, the last cloud's point count
+        (``last_cloud_points``) and the last array's markers (``last_markers``).
+        """
+        with self._lock:
+            return dict(self._outputs_3d)
+
     def _log_status(self) -> None:
         self.get_logger().info(format_status(self.evaluator.snapshot()))
 
@@ -201,9 +229,9 @@ class PanopticMonitor(Node):
         """Stop evaluating (after what is queued), write the files, return the summary.
 
         The summary is :meth:`LiveEvaluator.close`'s plus ``node``: the panoptic node's last
-        diagnostics values (frames received, processed, dropped, ...), and
+        diagnostics values (frames received, processed, dropped, ...),
         ``frames_before_node_active``: camera frames ignored because they came before the node's
-        categories (before it was active).
+        categories (before it was active), and ``outputs_3d`` (:meth:`outputs_3d`).
         """
         self._queue.put(None)
         self._worker.join(timeout)
@@ -211,6 +239,7 @@ class PanopticMonitor(Node):
         summary["node"] = self.node_diagnostics()[0]
         summary["monitor_errors"] = self.worker_errors
         summary["frames_before_node_active"] = self.frames_before_active
+        summary["outputs_3d"] = self.outputs_3d()
         return summary
 
 

@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from panoptic_ros.data.coco_panoptic import load_json
 from panoptic_ros.errors import UserError
+from panoptic_ros.evaluation.centroid import centroid_compute_files
 from panoptic_ros.evaluation.pq import format_results, pq_compute_files
 from panoptic_ros.evaluation.video import video_compute_files
 
@@ -46,10 +48,30 @@ def prepare_output(out: Path) -> None:
             path.unlink()
 
 
+def centroid_section(results: Mapping[str, Any], truth_things: int) -> dict[str, Any]:
+    """The summary's ``centroid_error_m`` from :meth:`CentroidStat.results`.
+
+    Returns:
+        ``median``, ``p90`` (metres; ``None`` when ``count`` is 0) and ``count`` of the matched
+        things within ``max_range_m`` of the camera (the headline); ``all``: the same over
+        every matched thing with 3D; ``matched``: ground-truth things matched (IoU > 0.5, same
+        category); ``truth_things``: ground-truth things with 3D in the scored frames.
+    """
+    def part(p: Mapping[str, Any]) -> dict[str, Any]:
+        empty = not p["count"]
+        return {"median": None if empty else p["median_m"],
+                "p90": None if empty else p["p90_m"], "count": p["count"]}
+
+    return {**part(results["within"]), "max_range_m": results["max_range_m"],
+            "all": part(results["all"]), "matched": results["matched"],
+            "truth_things": truth_things}
+
+
 def format_status(snap: LiveSnapshot) -> str:
     """One status line: frames in/out/dropped, output FPS, median latency, running PQ.
 
-    On video also the running STQ (pooled over the videos) and the ID switches.
+    On video also the running STQ (pooled over the videos) and the ID switches; with 3D ground
+    truth the running median centroid error of matched things within 15 m.
     """
     pq = "-" if snap.pq is None else f"{100 * snap.pq:.1f}"
     lat = f"{snap.latency_ms_p50:.0f} ms" if snap.frames_out else "-"
@@ -57,6 +79,8 @@ def format_status(snap: LiveSnapshot) -> str:
             f"{snap.fps:.1f} FPS | latency p50 {lat} | PQ {pq}")
     if snap.stq is not None:
         line += f" | STQ {100 * snap.stq:.1f} | ID switches {snap.id_switches}"
+    if snap.centroid_error_p50_m is not None:
+        line += f" | 3D err p50 {snap.centroid_error_p50_m:.2f} m"
     return line
 
 
@@ -98,6 +122,21 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f"({video['id_switches_per_100_tracks']:.1f} per 100 GT tracks)",
             f"STQ per video: {per_video}",
         ]
+    c3d = summary.get("centroid_error_m")
+    if c3d is not None:
+        def part(p: Mapping[str, Any]) -> str:
+            if not p["count"]:
+                return "none"
+            return f"median {p['median']:.3f} m  p90 {p['p90']:.3f} m  ({p['count']} things)"
+
+        lines += [f"3D       centroid error of matched things within {c3d['max_range_m']:g} m: "
+                  f"{part(c3d)}; all: {part(c3d['all'])}; {c3d['matched']} of "
+                  f"{c3d['truth_things']} ground-truth things matched"]
+    out3d = summary.get("outputs_3d")
+    if out3d:
+        lines.append(f"3D out   {out3d['point_clouds']} point clouds (last "
+                     f"{out3d['last_cloud_points']} points), {out3d['marker_arrays']} marker "
+                     f"arrays (last {out3d['last_markers']} markers)")
     counts = summary.get("instance_counts_mean") or {}
     if counts:
         lines.append("instances per frame (mean): "
@@ -116,7 +155,8 @@ def write_summary(path: str | Path, summary: Mapping[str, Any]) -> Path:
 def offline_check(summary: Mapping[str, Any]) -> bool | None:
     """Re-score the written files as ``panoptic-ros eval`` does; whether it equals the live PQ.
 
-    On video also the live pooled STQ, AQ, SQ (to 1e-9) and ID switches (exactly).
+    On video also the live pooled STQ, AQ, SQ (to 1e-9) and ID switches (exactly); with 3D
+    ground truth also the live centroid error (matches, counts, median and p90 exactly).
     ``None`` when there is nothing to compare (not scored, or no files written).
     """
     files = summary["files"]
@@ -125,6 +165,16 @@ def offline_check(summary: Mapping[str, Any]) -> bool | None:
     gt, pred = files["ground_truth_json"], files["predictions_json"]
     if pq_compute_files(gt, None, pred, None) != summary["pq"]:
         return False
+    live_3d = summary.get("centroid_error_m")
+    if live_3d is not None:
+        gt_json = load_json(gt, "ground-truth JSON")
+        offline_3d = centroid_compute_files(
+            gt_json, Path(gt).with_suffix(""), load_json(pred, "prediction JSON"),
+            Path(pred).with_suffix("")).results(live_3d["max_range_m"])
+        with_3d = sum("position_m" in s for a in gt_json["annotations"]
+                      for s in a["segments_info"])
+        if centroid_section(offline_3d, with_3d) != live_3d:
+            return False
     live = summary.get("video")
     if live is None:
         return True

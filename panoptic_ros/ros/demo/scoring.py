@@ -8,10 +8,12 @@ accumulates PQ (:class:`~panoptic_ros.evaluation.pq.PQStat` of
 instance counts; on video ground truth (thing ids that persist within a video, one header
 ``frame_id`` per video) also STQ and ID switches
 (:class:`~panoptic_ros.evaluation.live.LiveVideoMetrics` per video, pooled over the videos);
-optionally it writes every pair as COCO panoptic files (:class:`PairWriter`:
-predictions and ground truth, so that ``panoptic-ros eval`` re-scores them offline to the same
-figures) and samples evenly spaced frames for the contact sheet
-(:mod:`~panoptic_ros.ros.demo.sheet`).
+on ground truth with 3D (segments with geometry: the demo camera's sequences) the 3D centroid
+error of matched things (:class:`~panoptic_ros.evaluation.centroid.CentroidStat` of
+:func:`~panoptic_ros.evaluation.centroid.centroid_frame` per pair); optionally it writes
+every pair as COCO panoptic files (:class:`PairWriter`: predictions and ground truth, so that
+``panoptic-ros eval`` re-scores them offline to the same figures) and samples evenly spaced
+frames for the contact sheet (:mod:`~panoptic_ros.ros.demo.sheet`).
 
 Keys are :data:`~panoptic_ros.ros.demo.pairing.FrameKey` tuples; times are seconds
 (``time.monotonic`` or any one clock).
@@ -32,10 +34,12 @@ import numpy as np
 from panoptic_ros.categories import LabelSet
 from panoptic_ros.data.coco_panoptic import CocoPanopticWriter, write_image, write_panoptic_png
 from panoptic_ros.data.sequences import frame_file_name
+from panoptic_ros.evaluation.centroid import MAX_RANGE_M, CentroidStat, centroid_frame
 from panoptic_ros.evaluation.live import LiveSnapshot as VideoSnapshot
 from panoptic_ros.evaluation.live import LiveVideoMetrics
 from panoptic_ros.evaluation.pq import PQStat, pq_results
 from panoptic_ros.evaluation.stq import STQStat
+from panoptic_ros.geometry import geometry_json
 from panoptic_ros.result import PanopticResult
 from panoptic_ros.ros.demo.pairing import (
     FrameKey,
@@ -51,6 +55,7 @@ from panoptic_ros.ros.demo.report import (
     PRED_DIR,
     PRED_JSON,
     SHEET_NAME,
+    centroid_section,
 )
 from panoptic_ros.ros.demo.sheet import SheetRow, SheetSampler, sheet_image
 
@@ -62,6 +67,22 @@ def compatible_categories(model: LabelSet, truth: LabelSet) -> bool:
     refuses unknown predicted categories, can reproduce it).
     """
     return all(c.id in truth and truth.is_thing(c.id) == c.is_thing for c in model)
+
+
+def coco_segments(result: PanopticResult, truth: bool) -> list[dict[str, Any]]:
+    """``segments_info`` of a result (:meth:`PanopticResult.to_coco`'s) with its things' 3D.
+
+    What the files carry and the live 3D error reads, so both agree. Things with geometry get,
+    as ``panoptic-ros synth --sequences`` and ``infer --depth`` write them (metres, camera
+    optical frame, rounded to 0.1 mm): ground truth (``truth``) ``position_m``; predictions
+    ``centroid_m``, ``distance_m`` and ``valid_depth_fraction``.
+    """
+    info = result.to_coco()[1]
+    for entry, s in zip(info, result.segments):
+        if s.is_thing and s.geometry is not None:
+            fields = geometry_json(s.geometry)
+            entry.update({"position_m": fields["centroid_m"]} if truth else fields)
+    return info
 
 
 def latency_summary(latencies_s: Iterable[float]) -> dict[str, float | int]:
@@ -85,7 +106,8 @@ class PairWriter:
     ``frame_index`` (pairing order within the video: frames the node dropped leave no gap) and
     every file is ``<video>/<frame:06d>.png``, so that ``panoptic-ros eval`` also reports the
     video metrics. Segment ids are the label-image values as they came: the ground truth's
-    persistent thing ids and the node's track-based ones.
+    persistent thing ids and the node's track-based ones. Things with 3D carry it
+    (:func:`coco_segments`), so that ``eval`` also reports the 3D centroid error.
 
     Args:
         output_dir: folder of the files (created).
@@ -105,28 +127,34 @@ class PairWriter:
         self.predictions.label_set = labels
 
     def add(self, image_id: int, truth: PanopticResult, pred: PanopticResult,
-            image: np.ndarray | None, video: str | None = None) -> Path:
+            image: np.ndarray | None, video: str | None = None,
+            infos: tuple[list[dict], list[dict]] | None = None) -> Path:
         """Write one pair (and its camera image, when given); the path of that image's file.
 
         A camera image that comes later is written to the returned path then.
 
         Args:
             video: the pair's video (its ``video_id``); ``None``: a single image.
+            infos: the pair's ``segments_info`` (ground truth, prediction) when already made
+                (:func:`coco_segments`).
         """
+        if infos is None:
+            infos = coco_segments(truth, truth=True), coco_segments(pred, truth=False)
         if video is None:
             self.truth.add(image_id, truth, image, image_suffix=".png")
             self.predictions.add(image_id, pred)
+            for writer, info in zip((self.truth, self.predictions), infos):
+                writer.annotations[-1]["segments_info"] = info
             return self.truth.image_dir / self.truth.images[-1]["file_name"]
         index = self._video_frames.get(video, 0)
         self._video_frames[video] = index + 1
         name = frame_file_name(video, index)
         fields = {"video_id": video, "frame_index": index, "file_name": name}
-        for writer, result in ((self.truth, truth), (self.predictions, pred)):
+        for writer, result, info in zip((self.truth, self.predictions), (truth, pred), infos):
             write_panoptic_png(writer.png_dir / name, result.ids)
             writer.images.append({"id": image_id, **fields, "height": result.height,
                                   "width": result.width})
-            writer.annotations.append({"image_id": image_id, **fields,
-                                       "segments_info": result.to_coco()[1]})
+            writer.annotations.append({"image_id": image_id, **fields, "segments_info": info})
         path = self.truth.image_dir / name
         if image is not None:
             write_image(path, image)
@@ -152,6 +180,9 @@ class LiveSnapshot:
         stq: running STQ pooled over the videos so far (fraction); ``None`` before the first
             pair, when not scored, or on single images.
         id_switches: ID switches of things over the videos so far; ``None`` likewise.
+        centroid_error_p50_m: running median 3D centroid error of matched things within
+            :data:`~panoptic_ros.evaluation.centroid.MAX_RANGE_M` of the camera, metres;
+            ``None`` before the first such match, or without 3D ground truth.
     """
 
     frames_in: int
@@ -162,6 +193,7 @@ class LiveSnapshot:
     pq: float | None
     stq: float | None = None
     id_switches: int | None = None
+    centroid_error_p50_m: float | None = None
 
 
 @dataclass
@@ -185,6 +217,12 @@ class LiveEvaluator:
     no prediction and are left out: a video's metrics cover its paired frames only, as if the
     video had been recorded without them (the files written say the same, so ``panoptic-ros
     eval`` agrees).
+
+    Ground truth whose things have geometry (the demo camera's sequences) is also scored in 3D:
+    per pair, things of the same category with mask IoU > 0.5 match, and the error of a match is
+    the distance between the predicted and the ground-truth centroid (camera optical frame,
+    metres; :func:`~panoptic_ros.evaluation.centroid.centroid_frame` on the very
+    ``segments_info`` the files carry, so ``panoptic-ros eval`` reports the same errors).
 
     Args:
         truth_labels: categories of the ground truth (PQ is averaged over these).
@@ -242,6 +280,9 @@ class LiveEvaluator:
         self._video_snap: VideoSnapshot | None = None  # its figures so far
         self._videos: list[dict[str, Any]] = []  # finished videos' figures
         self._videos_stat = STQStat()  # finished videos' STQ counts, pooled
+        self.centroid = CentroidStat()  # matched things' 3D errors
+        self.truth_things_3d = 0  # ground-truth things with 3D in the scored pairs
+        self._things = {c.id for c in truth_labels.things}
         self.writer = (PairWriter(self.output_dir, truth_labels)
                        if self.output_dir is not None else None)
 
@@ -320,15 +361,21 @@ class LiveEvaluator:
     def _pair(self, key: FrameKey, truth: _Truth, pred: PanopticResult) -> None:
         self.paired += 1
         image = truth.image if truth.image is not None else self._early_images.pop(key)
+        infos = coco_segments(truth.result, truth=True), coco_segments(pred, truth=False)
         frame_stat = pq_results(truth.result, pred) if self.scored else None
         if frame_stat is not None:
             self.stat += frame_stat
             if self._video_metrics is not None:
                 self._add_video_frame(key[2], truth.result, pred)
+            with_3d = sum("position_m" in s for s in infos[0])
+            if with_3d:
+                self.truth_things_3d += with_3d
+                self.centroid += centroid_frame(truth.result.ids, infos[0], pred.ids, infos[1],
+                                                self._things)
         late_path = None
         if self.writer is not None:
             video = video_of_frame_id(key[2]) if self.video else None
-            late_path = self.writer.add(self.paired, truth.result, pred, image, video)
+            late_path = self.writer.add(self.paired, truth.result, pred, image, video, infos)
         if image is None:  # its image is still on the way (another topic)
             self._late_images.put(key, late_path)
         if self.sampler is not None:
@@ -397,6 +444,16 @@ class LiveEvaluator:
                 "per_video": videos,
             }
 
+    def centroid_results(self) -> dict[str, Any] | None:
+        """The 3D centroid error so far (:func:`~.report.centroid_section`).
+
+        ``None`` without ground truth in 3D (single images, unscored, before any such pair).
+        """
+        with self._lock:
+            if not self.truth_things_3d:
+                return None
+            return centroid_section(self.centroid.results(MAX_RANGE_M), self.truth_things_3d)
+
     def pq(self) -> dict | None:
         """PQ results so far (``pq_compute``'s dict), ``None`` before any pair or unscored."""
         with self._lock:
@@ -416,6 +473,7 @@ class LiveEvaluator:
             recent = self.latencies_s[-50:]
             pq = self.pq()
             video = self.video_results()
+            centroid = self.centroid_results()
             return LiveSnapshot(
                 frames_in=self.frames_in,
                 frames_out=self.frames_out,
@@ -425,6 +483,7 @@ class LiveEvaluator:
                 pq=None if pq is None else pq["All"]["pq"],
                 stq=None if video is None else video["stq"],
                 id_switches=None if video is None else video["id_switches"],
+                centroid_error_p50_m=None if centroid is None else centroid["median"],
             )
 
     def close(self, sheet_t0_ns: int | None = None) -> dict[str, Any]:
@@ -437,7 +496,8 @@ class LiveEvaluator:
             mean, min, max, count), ``pq`` (``pq_compute``'s dict or ``None``), ``pq_note``,
             ``instance_counts_mean`` (per thing category name), ``video``
             (:meth:`video_results`: pooled STQ, ID switches, per-video STQ; ``None`` on single
-            images), ``contact_sheet_rows``, ``files``.
+            images), ``centroid_error_m`` (:meth:`centroid_results`; ``None`` without 3D
+            ground truth), ``contact_sheet_rows``, ``files``.
         """
         with self._lock:
             self.pairer.flush()
@@ -465,6 +525,7 @@ class LiveEvaluator:
                 "pq": self.pq(),
                 "pq_note": self.pq_note,
                 "video": self.video_results(),
+                "centroid_error_m": self.centroid_results(),
                 "instance_counts_mean": {
                     k: v / self.count_messages for k, v in self._count_sums.items()
                 } if self.count_messages else {},
