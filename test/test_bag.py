@@ -25,6 +25,12 @@ pytest.importorskip("rosbags")
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer  # noqa: E402
 
 from panoptic_ros.bags import messages as bag_messages  # noqa: E402
+from panoptic_ros.bags.depth import (  # noqa: E402
+    DEPTH_WINDOW,
+    DepthInputs,
+    DepthOptions,
+    stamp_ns,
+)
 from panoptic_ros.bags.process import OutputTopics, process_bag  # noqa: E402
 from panoptic_ros.bags.typestore import (  # noqa: E402
     MESSAGES,
@@ -32,11 +38,22 @@ from panoptic_ros.bags.typestore import (  # noqa: E402
     type_name,
     typestore,
 )
+from panoptic_ros.camera_model import (  # noqa: E402
+    depth_from_millimetres,
+    depth_to_millimetres,
+)
 from panoptic_ros.cli import main  # noqa: E402
 from panoptic_ros.commands.bag import check_prefix  # noqa: E402
 from panoptic_ros.data.sequences import SequenceConfig, generate_sequence  # noqa: E402
 from panoptic_ros.errors import UserError  # noqa: E402
+from panoptic_ros.geometry import (  # noqa: E402
+    POINT_DTYPE,
+    intrinsics_from_calibration,
+    labelled_points,
+    segment_geometry,
+)
 from panoptic_ros.inference import Predictor  # noqa: E402
+from panoptic_ros.message_fields import class_count_fields  # noqa: E402
 from panoptic_ros.result import PanopticResult, Segment, SegmentGeometry  # noqa: E402
 from panoptic_ros.ros.conversions import compressed_to_rgb, image_to_rgb  # noqa: E402
 from panoptic_ros.tracking import TrackedPredictor, Tracker  # noqa: E402
@@ -265,13 +282,199 @@ def test_bag_existing_output_and_bad_options(checkpoint, tmp_path, capsys):
     assert "already has topic" in capsys.readouterr().err
 
 
-def test_bag_depth_options_are_refused_with_a_reason(checkpoint, tmp_path, capsys):
-    src = write_bag(tmp_path / "in", frames=1)
-    assert run_bag(checkpoint, src, tmp_path / "out", "--depth-topic", "/depth",
-                   "--camera-info-topic", "/info") == 2
-    err = capsys.readouterr().err
-    assert "3D" in err or "depth" in err
-    assert not (tmp_path / "out").exists()
+# -- depth and 3D --------------------------------------------------------------------------
+DEPTH = "/camera/depth"
+INFO = "/camera/camera_info"
+
+
+def camera_info_msg(camera, k: int):
+    types = STORE.types
+    return types["sensor_msgs/msg/CameraInfo"](
+        header=header(k), height=camera.height, width=camera.width,
+        distortion_model=camera.distortion_model, d=np.asarray(camera.D, np.float64),
+        k=camera.K.reshape(-1), r=camera.R.reshape(-1), p=camera.P.reshape(-1),
+        binning_x=0, binning_y=0,
+        roi=types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                      do_rectify=False))
+
+
+def depth_msg(depth_m: np.ndarray, k: int, encoding: str, offset_ns: int = 0):
+    pixels = (depth_to_millimetres(depth_m) if encoding == "16UC1"
+              else np.asarray(depth_m, np.float32))
+    h, w = pixels.shape
+    head = header(k)
+    head.stamp.nanosec += offset_ns
+    return STORE.types["sensor_msgs/msg/Image"](
+        header=head, height=h, width=w, encoding=encoding, is_bigendian=0,
+        step=pixels.dtype.itemsize * w,
+        data=np.ascontiguousarray(pixels).view(np.uint8).reshape(-1))
+
+
+def write_depth_bag(path: Path, storage: str, plan: list[dict], size=(48, 64)):
+    """A bag of a synthetic video with depth and camera_info; returns the sequence's frames.
+
+    ``plan[k]`` says for frame ``k``: ``depth`` (encoding, or None: no depth message),
+    ``after`` (the depth message is recorded 3 ms after the image, so the command must look
+    ahead), ``offset_ns`` (depth header stamp minus the image's), ``info`` ("before" or
+    "after": a CameraInfo is recorded 1 ms before or after this frame's image).
+    """
+    config = SequenceConfig(height=size[0], width=size[1], min_things=2, max_things=3)
+    frames = list(generate_sequence(5, 0, len(plan), config))
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    image_type, info_type = "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo"
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
+        images = writer.add_connection(IMAGE, image_type, typestore=STORE)
+        depths = writer.add_connection(DEPTH, image_type, typestore=STORE)
+        infos = writer.add_connection(INFO, info_type, typestore=STORE)
+        for k, (frame, step) in enumerate(zip(frames, plan)):
+            t = 1_700_000_000 * 10**9 + k * 100_000_000 + 7_000_000
+            writer.write(images, t, STORE.serialize_cdr(image_msg(frame.image, k, False),
+                                                        image_type))
+            if step.get("info"):
+                writer.write(infos, t + (1_000_000 if step["info"] == "after" else -1_000_000),
+                             STORE.serialize_cdr(camera_info_msg(frame.camera, k), info_type))
+            if step.get("depth"):
+                msg = depth_msg(frame.depth, k, step["depth"], step.get("offset_ns", 0))
+                writer.write(depths, t + (3_000_000 if step.get("after") else -3_000_000),
+                             STORE.serialize_cdr(msg, image_type))
+    return frames
+
+
+def expected_3d(predictor, frame, depth_encoding: str):
+    """Direct inference plus segment_geometry with the depth as the bag holds it."""
+    depth_m = (depth_from_millimetres(depth_to_millimetres(frame.depth))
+               if depth_encoding == "16UC1" else np.asarray(frame.depth, np.float32))
+    camera = intrinsics_from_calibration(frame.camera)
+    return segment_geometry(predictor(frame.image.copy()), depth_m, camera), depth_m, camera
+
+
+def assert_same_3d(msg, counts, expected: PanopticResult) -> None:
+    assert [s.id for s in msg.segments] == [s.id for s in expected.segments]
+    assert any(s.geometry is not None for s in expected.segments)
+    for s, e in zip(msg.segments, expected.segments):
+        g = e.geometry
+        assert s.has_3d == (g is not None)
+        if g is None:
+            assert math.isnan(s.distance) and np.isnan(s.centroid).all()
+            continue
+        f32 = np.float32
+        np.testing.assert_array_equal(s.centroid, f32(g.centroid))  # exact (float32 fields)
+        np.testing.assert_array_equal(s.extent_min, f32(g.extent_min))
+        np.testing.assert_array_equal(s.extent_max, f32(g.extent_max))
+        assert s.distance == f32(g.distance)
+        assert s.valid_depth_fraction == f32(g.valid_fraction)
+    nearest = {c["category_id"]: c["nearest_distance"] for c in class_count_fields(expected, LS)}
+    for c in counts.counts:
+        np.testing.assert_array_equal(c.nearest_distance, np.float32(nearest[c.category_id]))
+
+
+def outputs_by_topic(path: Path) -> dict[str, list[tuple[int, bytes]]]:
+    out: dict[str, list[tuple[int, bytes]]] = {}
+    for topic, t, raw in read_all(path):
+        out.setdefault(topic, []).append((t, raw))
+    return out
+
+
+def test_bag_depth_pairs_looks_ahead_and_counts_what_has_no_3d(checkpoint, predictor, tmp_path,
+                                                               capsys):
+    """sqlite3: exact and slop pairs, depth after the image, no camera_info yet, no depth,
+    a refused encoding; 3D equals segment_geometry on direct inference, 2D always written."""
+    plan = [{"depth": "16UC1", "info": "after"},                  # no camera_info yet: refused
+            {"depth": "16UC1", "after": True},                    # look-ahead, exact stamp
+            {},                                                   # no depth: 2D only
+            {"depth": "32FC1", "offset_ns": 2_000_000},           # within --depth-slop
+            {"depth": "8UC1"},                                    # refused encoding
+            {"depth": "16UC1", "offset_ns": 9_000_000, "after": True}]  # beyond the slop
+    frames = write_depth_bag(tmp_path / "in", "sqlite3", plan)
+    assert run_bag(checkpoint, tmp_path / "in", tmp_path / "out", "--depth-topic", DEPTH,
+                   "--camera-info-topic", INFO, "--depth-slop", "0.005") == 0
+    report = capsys.readouterr().out
+    assert "3D: 2 frame(s) with 3D, 2 without a depth image within 0.005 s, 2 with depth " \
+        "refused" in report, report
+    assert "no camera_info" in report and "8UC1" in report
+    out = outputs_by_topic(tmp_path / "out")
+    assert "/panoptic/points" not in out  # --points is off by default
+    assert len(out[DEPTH]) == 5 and len(out[INFO]) == 1  # inputs copied
+    panoptic, counts = out["/panoptic/panoptic"], out["/panoptic/instance_counts"]
+    assert len(panoptic) == len(counts) == len(plan)
+    for k, frame in enumerate(frames):
+        msg = STORE.deserialize_cdr(panoptic[k][1], type_name("PanopticSegmentation"))
+        cnt = STORE.deserialize_cdr(counts[k][1], type_name("InstanceCounts"))
+        if k in (1, 3):
+            expected, _, _ = expected_3d(predictor, frame, plan[k]["depth"])
+            assert_same_3d(msg, cnt, expected)
+        else:
+            assert_same_result(msg, predictor(frame.image.copy()), header(k))  # 2D, no 3D
+            assert all(math.isnan(c.nearest_distance) for c in cnt.counts)
+
+
+def test_bag_depth_points_mcap(checkpoint, predictor, tmp_path):
+    """MCAP with --points: the cloud read back field by field equals labelled_points."""
+    plan = [{"depth": "16UC1", "info": "before"}, {"depth": "32FC1", "after": True}]
+    frames = write_depth_bag(tmp_path / "in", "mcap", plan)
+    assert run_bag(checkpoint, tmp_path / "in", tmp_path / "out", "--depth-topic", DEPTH,
+                   "--camera-info-topic", INFO, "--points", "--cloud-stride", "3") == 0
+    out = outputs_by_topic(tmp_path / "out")
+    clouds, images = out["/panoptic/points"], out[IMAGE]
+    assert [t for t, _ in clouds] == [t for t, _ in images]  # the image's bag timestamp
+    for k, frame in enumerate(frames):
+        msg = STORE.deserialize_cdr(out["/panoptic/panoptic"][k][1],
+                                    type_name("PanopticSegmentation"))
+        expected, depth_m, camera = expected_3d(predictor, frame, plan[k]["depth"])
+        assert_same_3d(msg, STORE.deserialize_cdr(out["/panoptic/instance_counts"][k][1],
+                                                  type_name("InstanceCounts")), expected)
+        cloud = STORE.deserialize_cdr(clouds[k][1], "sensor_msgs/msg/PointCloud2")
+        assert cloud.header == header(k) and cloud.height == 1 and cloud.is_dense
+        assert [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields] == \
+            [("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1), ("rgb", 12, 7, 1), ("id", 16, 6, 1)]
+        assert cloud.point_step == 20 and cloud.row_step == 20 * cloud.width
+        assert not cloud.is_bigendian
+        want = labelled_points(expected, depth_m, frame.image, camera, stride=3)
+        assert cloud.width == len(want) > 0
+        got = np.frombuffer(bytes(cloud.data), POINT_DTYPE)
+        for name in ("x", "y", "z", "rgb", "id"):
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+        rows, cols = np.nonzero(np.isfinite(depth_m[::3, ::3]))  # every valid pixel, in order
+        np.testing.assert_array_equal(got["id"], expected.ids[::3, ::3][rows, cols])
+        np.testing.assert_array_equal(got["z"], depth_m[::3, ::3][rows, cols])
+
+
+def test_depth_look_ahead_stops_at_the_partner_and_is_bounded(tmp_path):
+    """Depth is read only until the partner is certain; at most DEPTH_WINDOW are held."""
+    with Writer(tmp_path / "in", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        depths = writer.add_connection(DEPTH, "sensor_msgs/msg/Image", typestore=STORE)
+        for k in range(40):
+            writer.write(depths, k + 1, STORE.serialize_cdr(
+                depth_msg(np.full((2, 3), 1.5), k, "16UC1"), "sensor_msgs/msg/Image"))
+        writer.add_connection(INFO, "sensor_msgs/msg/CameraInfo", typestore=STORE)
+    inputs = DepthInputs(tmp_path / "in", DepthOptions(DEPTH, INFO), STORE)
+    try:
+        assert stamp_ns(inputs.partner(stamp_ns(header(3))).header) == stamp_ns(header(3))
+        assert inputs.held == 0  # 0..3 read; 0..2 can pair with no later image
+        assert stamp_ns(inputs.partner(stamp_ns(header(39))).header) == stamp_ns(header(39))
+        assert inputs.summary.dropped == 36 - DEPTH_WINDOW  # 4..39 read, the window held 16
+        assert inputs.partner(stamp_ns(header(40))) is None  # the topic has ended
+        assert inputs.summary.unpaired == 1
+    finally:
+        inputs.close()
+
+
+def test_bag_depth_options_are_checked(checkpoint, tmp_path, capsys):
+    write_depth_bag(tmp_path / "in", "sqlite3", [{"depth": "16UC1", "info": "before"}])
+    cases = [(["--depth-topic", DEPTH], "go together"),
+             (["--points"], "need --depth-topic"),
+             (["--depth-topic", "/nope", "--camera-info-topic", INFO], "/nope is not in"),
+             (["--depth-topic", DEPTH, "--camera-info-topic", IMAGE], "sensor_msgs/msg/Camera"),
+             (["--depth-topic", INFO, "--camera-info-topic", INFO], "sensor_msgs/msg/Image"),
+             (["--depth-topic", DEPTH, "--camera-info-topic", INFO, "--depth-slop", "-1"],
+              "--depth-slop"),
+             (["--depth-topic", DEPTH, "--camera-info-topic", INFO, "--points",
+               "--cloud-stride", "0"], "--cloud-stride")]
+    for k, (extra, message) in enumerate(cases):
+        assert run_bag(checkpoint, tmp_path / "in", tmp_path / f"out{k}", *extra) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (extra, err)
+        assert not (tmp_path / f"out{k}").exists()
 
 
 # -- interruption: a valid partial bag or none ---------------------------------------------

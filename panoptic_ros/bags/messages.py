@@ -27,6 +27,8 @@ from panoptic_ros.result import PanopticResult
 IDS_ENCODING = "32SC1"
 """Encoding of the panoptic label image (as the node's)."""
 
+POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
+
 _POINTS = ("centroid", "extent_min", "extent_max")
 
 
@@ -86,3 +88,26 @@ def categories_msg(store: Typestore, label_set: LabelSet, label_divisor: int,
         entries.append(category(**fields))
     return store.types[type_name("CategoryArray")](
         header=header, label_divisor=int(label_divisor), categories=entries)
+
+
+def pointcloud_msg(store: Typestore, points: np.ndarray, header: Any) -> Any:
+    """An unordered ``PointCloud2`` (height 1, is_dense) of labelled points (as the node's).
+
+    Args:
+        store: the type store.
+        points: structured ndarray[N] of :data:`panoptic_ros.geometry.POINT_DTYPE` (x, y, z
+            float32 metres in the header's optical frame, rgb float32-packed 0x00RRGGBB, id
+            uint32 panoptic id), only valid points.
+        header: the colour image's header.
+    """
+    from panoptic_ros.geometry import pointcloud2_fields
+
+    fields, step = pointcloud2_fields()
+    point_field = store.types["sensor_msgs/msg/PointField"]
+    n = int(len(points))
+    return store.types[POINTCLOUD2](
+        header=header, height=1, width=n,
+        fields=[point_field(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count)
+                for f in fields],
+        is_bigendian=False, point_step=step, row_step=step * n,
+        data=np.ascontiguousarray(points).view(np.uint8).reshape(-1), is_dense=True)

@@ -2,7 +2,8 @@
 
 The frame path is the node's: image message -> :mod:`panoptic_ros.ros.conversions` (pure
 numpy, no ROS) -> a segmenting callable (the Predictor, optionally through the tracker) ->
-messages built from :mod:`panoptic_ros.message_fields`. Every output message carries the
+with depth, the 3D step (:mod:`panoptic_ros.bags.depth`) -> messages built from
+:mod:`panoptic_ros.message_fields`. Every output message carries the
 image's header unchanged and the image message's bag timestamp, so ``ros2 bag play`` replays
 the outputs beside the frames they belong to.
 
@@ -18,10 +19,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
-import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +37,21 @@ from rosbags.interfaces import (
     QosReliability,
     QosTime,
 )
-from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from panoptic_ros.bags import messages
+from panoptic_ros.bags.depth import DepthInputs, DepthOptions, DepthSummary
+from panoptic_ros.bags.reading import (
+    READ_ERRORS,
+    check_topic,
+    one_line,
+    open_bag,
+    read_messages,
+)
 from panoptic_ros.bags.typestore import type_name, typestore
 from panoptic_ros.categories import LabelSet
 from panoptic_ros.errors import UserError
+from panoptic_ros.geometry import labelled_points
 from panoptic_ros.result import PanopticResult
 from panoptic_ros.ros.conversions import (
     ImageConversionError,
@@ -64,10 +72,6 @@ STORAGES: dict[str, StoragePlugin] = {"sqlite3": StoragePlugin.SQLITE3,
 
 _SUFFIX_STORAGE = {".db3": "sqlite3", ".mcap": "mcap"}
 
-# Errors the rosbags readers let through for a damaged file, besides ReaderError.
-_READ_ERRORS = (ReaderError, OSError, sqlite3.Error, struct.error, EOFError, KeyError,
-                ValueError, IndexError)
-
 _LATCHED = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
                QosTime(0, 0), QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)
 """Offered QoS of the categories topic: transient local, as the node publishes it."""
@@ -79,9 +83,15 @@ Segmenter = Callable[[np.ndarray, float, str], PanopticResult]
 
 @dataclass(frozen=True)
 class OutputTopics:
-    """Names of our topics in the output bag, under one prefix."""
+    """Names of our topics in the output bag, under one prefix.
+
+    Attributes:
+        prefix: the namespace.
+        with_points: the bag also gets the point cloud topic (:attr:`points`).
+    """
 
     prefix: str = "/panoptic"
+    with_points: bool = False
 
     @property
     def panoptic(self) -> str:
@@ -98,11 +108,19 @@ class OutputTopics:
         """``CategoryArray``, once, at the first segmented frame."""
         return f"{self.prefix}/categories"
 
+    @property
+    def points(self) -> str:
+        """``sensor_msgs/PointCloud2`` of every image with 3D (when :attr:`with_points`)."""
+        return f"{self.prefix}/points"
+
     def types(self) -> dict[str, str]:
         """Topic -> message type."""
-        return {self.panoptic: type_name("PanopticSegmentation"),
-                self.instance_counts: type_name("InstanceCounts"),
-                self.categories: type_name("CategoryArray")}
+        out = {self.panoptic: type_name("PanopticSegmentation"),
+               self.instance_counts: type_name("InstanceCounts"),
+               self.categories: type_name("CategoryArray")}
+        if self.with_points:
+            out[self.points] = messages.POINTCLOUD2
+        return out
 
 
 @dataclass
@@ -118,6 +136,7 @@ class BagSummary:
         skip_reasons: the first few reasons.
         seconds: wall time of the loop.
         complete: whether every input message was processed.
+        depth: what the 3D step did (None without depth).
     """
 
     output: Path | None
@@ -128,6 +147,7 @@ class BagSummary:
     skip_reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
     complete: bool = False
+    depth: DepthSummary | None = None
 
 
 def bag_storage(path: Path) -> str:
@@ -138,42 +158,11 @@ def bag_storage(path: Path) -> str:
     return str(data["rosbag2_bagfile_information"]["storage_identifier"])
 
 
-def open_bag(path: Path) -> Reader:
-    """Open a rosbag2 (folder with metadata.yaml, or a bare .db3 / .mcap file) for reading.
-
-    Raises:
-        UserError: it does not exist or cannot be read (one line, with the reason).
-    """
-    if not path.exists():
-        raise UserError(f"input bag not found: {path}")
-    try:
-        reader = Reader(path)
-        reader.open()
-    except _READ_ERRORS as err:
-        raise UserError(f"cannot read bag {path}: {_one_line(err)}") from None
-    return reader
-
-
-def _one_line(err: BaseException) -> str:
-    """An exception's message with its line breaks and runs of spaces collapsed."""
-    return " ".join(str(err).split())
-
-
-def describe_topics(reader: Reader) -> str:
-    """``"/a (sensor_msgs/msg/Image, 10 msgs), /b (...)"`` for error messages."""
-    return ", ".join(f"{name} ({info.msgtype}, {info.msgcount} msgs)"
-                     for name, info in sorted(reader.topics.items())) or "none"
 
 
 def check_image_topic(reader: Reader, topic: str, path: Path) -> str:
     """The image topic's message type; :class:`UserError` when missing or of another type."""
-    info = reader.topics.get(topic)
-    if info is None:
-        raise UserError(f"topic {topic} is not in {path}; its topics: {describe_topics(reader)}")
-    if info.msgtype not in IMAGE_TYPES:
-        raise UserError(f"topic {topic} has type {info.msgtype}; expected one of "
-                        f"{', '.join(IMAGE_TYPES)}")
-    return str(info.msgtype)
+    return check_topic(reader, topic, tuple(IMAGE_TYPES), path)
 
 
 def _copy_connections(writer: Writer, connections: list[Connection]) -> dict[int, Connection]:
@@ -199,21 +188,6 @@ def _copy_connections(writer: Writer, connections: list[Connection]) -> dict[int
     return out
 
 
-def _messages(reader: Reader, path: Path) -> Iterator[tuple[Connection, int, bytes]]:
-    """The input's messages in bag order; a damaged file raises :class:`UserError`."""
-    count = 0
-    iterator = reader.messages()
-    while True:
-        try:
-            item = next(iterator)
-        except StopIteration:
-            return
-        except _READ_ERRORS as err:
-            raise UserError(f"cannot read bag {path} after {count} message(s): "
-                            f"{_one_line(err)}") from None
-        count += 1
-        yield item
-
 
 def process_bag(
     input_path: Path,
@@ -228,6 +202,7 @@ def process_bag(
     on_result: Callable[[int, PanopticResult], None] | None = None,
     progress: bool = True,
     keep_partial: bool = False,
+    depth: DepthOptions | None = None,
 ) -> BagSummary:
     """Copy a bag to ``output`` and add the segmentation of every message of ``image_topic``.
 
@@ -247,17 +222,24 @@ def process_bag(
         on_result: called with (frame index 0.., result) after each segmented frame.
         progress: show a progress bar.
         keep_partial: on interruption keep the (closed, valid) partial bag at ``output``.
+        depth: the depth and camera_info topics (see :mod:`panoptic_ros.bags.depth`): each
+            image paired with a depth image gets 3D (``SegmentInfo``'s 3D fields,
+            ``ClassCount.nearest_distance``, and with ``depth.points`` the cloud on
+            ``topics.points``, which must then have ``with_points``); None: 2D only.
 
     Returns:
         What was done (:class:`BagSummary`).
 
     Raises:
-        UserError: the input cannot be read, the topic is missing or not an image topic, the
-            output exists, a topic of ours is already in the input, an unknown storage.
+        UserError: the input cannot be read, the topic (or a depth topic) is missing or of
+            another type, the output exists, a topic of ours is already in the input, an
+            unknown storage.
     """
     from tqdm import tqdm
 
-    topics = topics or OutputTopics()
+    topics = topics or OutputTopics(with_points=depth is not None and depth.points)
+    if depth is not None and depth.points and not topics.with_points:
+        raise ValueError("depth.points needs topics with with_points=True")
     budget = budget or InputBudget()
     if output.exists():
         raise UserError(f"output {output} exists; choose another path or remove it")
@@ -265,24 +247,27 @@ def process_bag(
         raise UserError(f"unknown storage {storage!r}; expected one of {', '.join(STORAGES)}")
     typestore()  # msg/ not found: fail before reading anything
     reader = open_bag(input_path)
+    depth_inputs = None
     try:
         image_type = check_image_topic(reader, image_topic, input_path)
         clash = sorted(set(topics.types()) & set(reader.topics))
         if clash:
             raise UserError(f"the input already has topic(s) {', '.join(clash)}; choose "
                             "another --prefix")
+        depth_inputs = None if depth is None else DepthInputs(input_path, depth, typestore())
         storage = storage or bag_storage(input_path)
         if storage not in STORAGES:
             raise UserError(f"input storage {storage!r} cannot be written; use --storage")
         output.parent.mkdir(parents=True, exist_ok=True)
         partial = output.parent / f".{output.name}.partial-{os.getpid()}"
-        summary = BagSummary(output=None, storage=storage)
+        summary = BagSummary(output=None, storage=storage,
+                             depth=None if depth_inputs is None else depth_inputs.summary)
         writer = Writer(partial, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage])
         writer.open()
         started = time.perf_counter()
         try:
             _process(reader, writer, image_topic, image_type, segment, label_set, topics,
-                     budget, on_result, summary, input_path,
+                     budget, on_result, summary, input_path, depth_inputs,
                      tqdm(total=reader.topics[image_topic].msgcount, unit="frame",
                           desc="bag", disable=not progress))
             summary.complete = True
@@ -291,13 +276,16 @@ def process_bag(
             _finish(writer, partial, output, summary, keep_partial)
     finally:
         reader.close()
+        if depth_inputs is not None:
+            depth_inputs.close()
     return summary
 
 
 def _process(reader: Reader, writer: Writer, image_topic: str, image_type: str,
              segment: Segmenter, label_set: LabelSet, topics: OutputTopics,
              budget: InputBudget, on_result: Callable[[int, PanopticResult], None] | None,
-             summary: BagSummary, input_path: Path, bar: Any) -> None:
+             summary: BagSummary, input_path: Path, depth: DepthInputs | None,
+             bar: Any) -> None:
     """The loop: copy every message; after each image message, write its outputs."""
     store = typestore()
     copies = _copy_connections(writer, reader.connections)
@@ -308,9 +296,11 @@ def _process(reader: Reader, writer: Writer, image_topic: str, image_type: str,
     to_rgb = IMAGE_TYPES[image_type]
     categories_written = False
     with bar:
-        for conn, timestamp, raw in _messages(reader, input_path):
+        for conn, timestamp, raw in read_messages(reader, input_path):
             writer.write(copies[conn.id], timestamp, raw)
             summary.messages += 1
+            if depth is not None and conn.topic == depth.options.camera_info_topic:
+                depth.add_camera_info(raw)
             if conn.topic != image_topic:
                 continue
             bar.update(1)
@@ -319,13 +309,16 @@ def _process(reader: Reader, writer: Writer, image_topic: str, image_type: str,
                 rgb = to_rgb(image, budget)
                 if not rgb.flags.writeable:  # a view of the read-only serialised bytes (rgb8)
                     rgb = rgb.copy()
-            except (ImageConversionError, *_READ_ERRORS) as err:
+            except (ImageConversionError, *READ_ERRORS) as err:
                 summary.skipped += 1
                 if len(summary.skip_reasons) < 5:
-                    summary.skip_reasons.append(f"message at {timestamp} ns: {_one_line(err)}")
+                    summary.skip_reasons.append(f"message at {timestamp} ns: {one_line(err)}")
                 continue
             header = image.header
             result = segment(rgb, messages.stamp_seconds(header), str(header.frame_id))
+            geometry = None
+            if depth is not None:
+                result, geometry = depth.add_3d(result, header)
             if not categories_written:
                 msg = messages.categories_msg(store, label_set, result.label_divisor, header)
                 writer.write(ours[topics.categories], timestamp,
@@ -337,6 +330,11 @@ def _process(reader: Reader, writer: Writer, image_topic: str, image_type: str,
             writer.write(ours[topics.instance_counts], timestamp, store.serialize_cdr(
                 messages.instance_counts_msg(store, result, header, label_set),
                 type_name("InstanceCounts")))
+            if geometry is not None and topics.with_points:
+                points = labelled_points(result, geometry[0], rgb, geometry[1],
+                                         stride=depth.options.cloud_stride)
+                writer.write(ours[topics.points], timestamp, store.serialize_cdr(
+                    messages.pointcloud_msg(store, points, header), messages.POINTCLOUD2))
             if on_result is not None:
                 on_result(summary.frames, result)
             summary.frames += 1

@@ -10,6 +10,11 @@ writes a new bag holding every input topic unchanged plus, under ``--prefix`` (`
 timestamp. ``--coco DIR`` also writes the results as COCO panoptic files, as ``infer`` does
 (image id = frame index in the bag, 0..).
 
+With ``--depth-topic`` and ``--camera-info-topic`` each image paired with a depth image (same
+header stamp, or the nearest within ``--depth-slop``) also gets 3D, as the node computes it:
+SegmentInfo's 3D fields, ClassCount.nearest_distance, and with ``--points`` a labelled
+PointCloud2 on ``<prefix>/points`` (see :mod:`panoptic_ros.bags.depth`).
+
 The output appears only when complete: an interrupted run leaves no output, or with
 ``--keep-partial`` a valid partial bag marked ``panoptic_ros.complete: "false"`` in its
 metadata's custom data (see :mod:`panoptic_ros.bags.process`).
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from panoptic_ros.commands.infer import (
     PRED_JSON,
@@ -28,6 +34,9 @@ from panoptic_ros.commands.infer import (
     load_predictor,
 )
 from panoptic_ros.errors import UserError
+
+if TYPE_CHECKING:
+    from panoptic_ros.bags.depth import DepthOptions, DepthSummary
 
 HELP = ("segment the images of a rosbag2 (sqlite3 or MCAP) offline; write a new bag with the "
         "input topics plus the panoptic outputs")
@@ -53,11 +62,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="when interrupted, keep the valid partial bag at --output "
                              "(default: remove it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    depth = parser.add_argument_group("3D (not available in this version: refused)")
+    depth = parser.add_argument_group("3D (both topics, or neither)")
     depth.add_argument("--depth-topic", metavar="TOPIC",
-                       help="aligned depth image topic (16UC1 mm or 32FC1 m)")
+                       help="sensor_msgs/Image depth aligned with the image topic (16UC1 mm or "
+                            "32FC1 m; another size of the same field of view is scaled)")
     depth.add_argument("--camera-info-topic", metavar="TOPIC",
-                       help="sensor_msgs/CameraInfo topic of the camera")
+                       help="sensor_msgs/CameraInfo of the colour camera (P, else K); the newest "
+                            "at or before each image in bag order is used")
+    depth.add_argument("--depth-slop", type=float, default=0.0, metavar="S",
+                       help="largest header stamp difference of an image and its depth image, "
+                            "seconds (default 0: the same stamp)")
+    depth.add_argument("--points", action="store_true",
+                       help="also write <prefix>/points: sensor_msgs/PointCloud2 x y z rgb id "
+                            "of every image with 3D")
+    depth.add_argument("--cloud-stride", type=int, default=4, metavar="K",
+                       help="--points: every K-th pixel in both directions (default 4)")
     add_model_arguments(parser)
     tracking = parser.add_argument_group("tracking")
     tracking.add_argument("--track", action="store_true",
@@ -87,20 +106,26 @@ def run(args: argparse.Namespace) -> int:
     from panoptic_ros.bags import require_rosbags
 
     require_rosbags()
-    if args.depth_topic or args.camera_info_topic:
-        raise UserError("--depth-topic/--camera-info-topic: 3D outputs from bags are not "
-                        "available in this version (use 'infer --depth' on image folders)")
     prefix = check_prefix(args.prefix)
+    depth = depth_options(args)
     if args.output.exists():
         raise UserError(f"output {args.output} exists; choose another path or remove it")
     if args.coco is not None and args.coco.exists() and not args.coco.is_dir():
         raise UserError(f"--coco {args.coco} exists and is not a folder")
 
-    from panoptic_ros.bags.process import OutputTopics, open_bag, process_bag
+    from panoptic_ros.bags.depth import check_depth_topics
+    from panoptic_ros.bags.process import OutputTopics, check_image_topic, open_bag, process_bag
     from panoptic_ros.data.coco_panoptic import CocoPanopticWriter
+    from panoptic_ros.geometry import geometry_json
     from panoptic_ros.tracking import TrackedPredictor, Tracker
 
-    open_bag(args.input).close()  # a bad input fails before the model loads
+    reader = open_bag(args.input)  # a bad input or topic fails before the model loads
+    try:
+        check_image_topic(reader, args.image_topic, args.input)
+        if depth is not None:
+            check_depth_topics(reader, depth, args.input)
+    finally:
+        reader.close()
     predictor = load_predictor(args)
     step = TrackedPredictor(predictor, Tracker() if args.track else None)
     coco = None
@@ -110,12 +135,17 @@ def run(args: argparse.Namespace) -> int:
 
     def add_coco(index: int, result) -> None:
         coco.add(index, result, image_suffix=".png")
+        by_id = {s.id: s for s in result.segments if s.is_thing}
+        for entry in coco.annotations[-1]["segments_info"]:
+            if entry["id"] in by_id:
+                entry.update(geometry_json(by_id[entry["id"]].geometry))
 
     summary = process_bag(
         args.input, args.output, args.image_topic, step, predictor.label_set,
-        storage=args.storage, topics=OutputTopics(prefix),
+        storage=args.storage,
+        topics=OutputTopics(prefix, with_points=depth is not None and depth.points),
         on_result=add_coco if coco is not None else None,
-        progress=not args.no_progress, keep_partial=args.keep_partial)
+        progress=not args.no_progress, keep_partial=args.keep_partial, depth=depth)
     rate = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
     tracked = f", {step.tracker.last_track_id} track(s)" if args.track else ""
     print(f"wrote {args.output} ({summary.storage}): {summary.frames} frame(s) segmented "
@@ -123,7 +153,44 @@ def run(args: argparse.Namespace) -> int:
     if summary.skipped:
         print(f"skipped {summary.skipped} image message(s) that do not convert, e.g. "
               + "; ".join(summary.skip_reasons[:2]))
+    if summary.depth is not None:
+        print(depth_report(summary.depth, depth.slop_s))
     if coco is not None:
         json_path = coco.close()
         print(f"wrote COCO panoptic files: {json_path} and {coco.png_dir}/")
     return 0
+
+
+def depth_options(args: argparse.Namespace) -> DepthOptions | None:
+    """The run's :class:`~panoptic_ros.bags.depth.DepthOptions`, or None without depth.
+
+    Raises:
+        UserError: one of the two topics without the other, a 3D option without them, a
+            negative slop or a stride below 1.
+    """
+    from panoptic_ros.bags.depth import DepthOptions
+
+    if bool(args.depth_topic) != bool(args.camera_info_topic):
+        raise UserError("--depth-topic and --camera-info-topic go together: 3D needs the depth "
+                        "image and the camera's calibration")
+    if not args.depth_topic:
+        if args.points or args.depth_slop != 0.0:
+            raise UserError("--points and --depth-slop need --depth-topic and "
+                            "--camera-info-topic")
+        return None
+    return DepthOptions(args.depth_topic, args.camera_info_topic, slop_s=args.depth_slop,
+                        points=args.points, cloud_stride=args.cloud_stride)
+
+
+def depth_report(depth: DepthSummary, slop_s: float) -> str:
+    """The run's 3D line: frames with 3D, without a partner, refused (with a reason)."""
+    window = "the same stamp" if slop_s == 0 else f"{slop_s:g} s"
+    text = (f"3D: {depth.frames} frame(s) with 3D, {depth.unpaired} without a depth image "
+            f"within {window}, {depth.refused} with depth refused")
+    if depth.scaled:
+        text += f", {depth.scaled} with depth scaled to the image size"
+    if depth.unreadable:
+        text += f", {depth.unreadable} unreadable depth message(s) skipped"
+    if depth.reasons:
+        text += " (e.g. " + "; ".join(depth.reasons[:2]) + ")"
+    return text
