@@ -41,10 +41,7 @@ from panoptic_ros.geometry import (
     DepthError,
     Intrinsics,
     StampPairer,
-    depth_array,
-    depth_to_metres,
-    intrinsics_from_camera_info,
-    match_depth_size,
+    depth_and_intrinsics,
     segment_geometry,
 )
 from panoptic_ros.result import PanopticResult
@@ -197,15 +194,8 @@ class DepthInputs:
             return result, None
         info = self.camera_info
         try:
-            if info is None:
-                raise DepthError(f"no camera_info on {self.options.camera_info_topic} before "
-                                 "this image")
-            intrinsics = intrinsics_from_camera_info(info.width, info.height, info.k, info.p,
-                                                     image_size=result.ids.shape)
-            raw = depth_array(depth.data, depth.height, depth.width, depth.step,
-                              depth.encoding, bool(depth.is_bigendian))
-            depth_m, scaled = match_depth_size(depth_to_metres(raw, depth.encoding),
-                                               *result.ids.shape)
+            depth_m, intrinsics, scaled = depth_and_intrinsics(
+                depth, info, result.ids.shape, self.options.camera_info_topic)
         except DepthError as err:
             self.summary.refused += 1
             if len(self.summary.reasons) < MAX_REASONS:

@@ -28,6 +28,7 @@ from panoptic_ros.geometry.depth import (
 )
 from panoptic_ros.geometry.intrinsics import (
     Intrinsics,
+    depth_and_intrinsics,
     intrinsics_from_calibration,
     intrinsics_from_camera_info,
 )
@@ -40,6 +41,7 @@ from panoptic_ros.geometry.segments import (
 )
 
 __all__ = [
+    "depth_and_intrinsics",
     "DEPTH_ENCODINGS",
     "POINT_DTYPE",
     "DepthError",

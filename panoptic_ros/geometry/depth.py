@@ -113,3 +113,4 @@ def _dtype(encoding: str) -> np.dtype:
     except (KeyError, TypeError):
         raise DepthError(f"unsupported depth encoding {encoding!r}: expected one of "
                          f"{', '.join(DEPTH_ENCODINGS)} (REP 118)") from None
+

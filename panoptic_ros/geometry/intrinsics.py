@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from panoptic_ros.camera_model import CameraCalibration
-from panoptic_ros.geometry.depth import DepthError
+from panoptic_ros.geometry.depth import DepthError, depth_array, depth_to_metres, match_depth_size
 
 
 @dataclass(frozen=True)
@@ -89,3 +90,32 @@ def intrinsics_from_calibration(calibration: CameraCalibration,
     """Intrinsics of a :class:`CameraCalibration` (a calibration file), by the same rule."""
     return intrinsics_from_camera_info(calibration.width, calibration.height, calibration.K,
                                        calibration.P, image_size)
+
+
+def depth_and_intrinsics(depth: Any, info: Any, image_shape: tuple[int, int],
+                         info_topic: str = "camera_info") -> tuple[np.ndarray, Intrinsics, bool]:
+    """A depth image and the colour camera's calibration, as the 3D step needs them.
+
+    Args:
+        depth: a ``sensor_msgs/Image`` of the depth (rclpy's or rosbags' object: fields
+            ``data, height, width, step, encoding, is_bigendian`` are read).
+        info: the newest ``sensor_msgs/CameraInfo`` (fields ``width, height, k, p``), or None.
+        image_shape: ``(H, W)`` of the colour image.
+        info_topic: the camera_info topic, named when ``info`` is None.
+
+    Returns:
+        ``(depth_m, intrinsics, scaled)``: ndarray[H, W] float32 metres (NaN = none), the
+        intrinsics of the colour image, and whether the depth was scaled to its size.
+
+    Raises:
+        DepthError: no camera_info yet, a bad calibration, an unsupported depth encoding or a
+            malformed buffer (the message says which).
+    """
+    if info is None:
+        raise DepthError(f"no camera_info received yet on {info_topic}")
+    intrinsics = intrinsics_from_camera_info(info.width, info.height, info.k, info.p,
+                                             image_size=image_shape)
+    raw = depth_array(depth.data, depth.height, depth.width, depth.step, depth.encoding,
+                      bool(depth.is_bigendian))
+    depth_m, scaled = match_depth_size(depth_to_metres(raw, depth.encoding), *image_shape)
+    return depth_m, intrinsics, scaled

@@ -19,10 +19,7 @@ from panoptic_ros.geometry import (
     DepthError,
     Intrinsics,
     StampPairer,
-    depth_array,
-    depth_to_metres,
-    intrinsics_from_camera_info,
-    match_depth_size,
+    depth_and_intrinsics,
     segment_geometry,
 )
 from panoptic_ros.geometry.pairing import Paired
@@ -188,14 +185,8 @@ class Camera:
         if depth is None:
             return result, None
         try:
-            if info is None:
-                raise DepthError(f"no camera_info received yet on {self.camera_info_topic}")
-            intrinsics = intrinsics_from_camera_info(
-                info.width, info.height, info.k, info.p, image_size=result.ids.shape)
-            raw = depth_array(depth.data, depth.height, depth.width, depth.step,
-                              depth.encoding, bool(depth.is_bigendian))
-            depth_m, scaled = match_depth_size(depth_to_metres(raw, depth.encoding),
-                                               *result.ids.shape)
+            depth_m, intrinsics, scaled = depth_and_intrinsics(
+                depth, info, result.ids.shape, self.camera_info_topic)
         except DepthError as err:
             self.depth_errors += 1
             self.last_depth_problem = str(err)
