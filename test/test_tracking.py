@@ -453,7 +453,7 @@ def test_observe_measures_motion_from_the_steady_size_observation():
     observe((60, 60, 120, 80), 0.2)  # merged: both axes jump; no motion, steady mask kept
     assert track.velocity == pytest.approx((100.0, 0.0))
     assert track.ref_box == (110, 100, 10, 20) and track.box == (60, 60, 120, 80)
-    assert len(track.placements(0.3)) == 4  # latest and steady masks, predicted and seen
+    assert len(track.placements(0.3)) == 3  # latest mask predicted and seen, steady predicted
     observe((130, 100, 10, 20), 0.3)  # back: 20 px in 0.2 s from the steady observation
     assert track.velocity == pytest.approx((100.0, 0.0))
     assert track.ref_box == track.box and len(track.placements(0.4)) == 2

@@ -139,29 +139,23 @@ class Track:
         return self.box[0] + round(dx), self.box[1] + round(dy), self.crop
 
     def placements(self, stamp: float) -> list[tuple[int, int, np.ndarray]]:
-        """Every placement the track is compared at, distinct, the predicted one first.
+        """Every placement the track is compared at (``(x0, y0, crop)``), the predicted one first.
 
         The latest mask where it is predicted and where it was seen (a velocity can be wrong:
         a vanished mask fragment moves a box edge far, which reads like a fast exit); when the
         latest observation jumped in size, also the steady-size mask (:attr:`ref_crop`) where
-        it is predicted and where it was seen: after a merge with a neighbour or a partial
-        view, the object most often comes back at its steady size.
+        it is predicted: after a merge with a neighbour or a partial view, the object most often
+        comes back at its steady size.
         """
-        out = [self.placement(stamp), (self.box[0], self.box[1], self.crop)]
+        predicted = self.placement(stamp)
+        out = [predicted]
+        if predicted[:2] != self.box[:2]:
+            out.append((self.box[0], self.box[1], self.crop))
         if self.ref_crop is not self.crop:
-            if self.velocity is None:
-                dx = dy = 0.0
-            else:
-                dt = stamp - self.ref_seen
-                dx, dy = self.velocity[0] * dt, self.velocity[1] * dt
-            out += [(self.ref_box[0] + round(dx), self.ref_box[1] + round(dy), self.ref_crop),
-                    (self.ref_box[0], self.ref_box[1], self.ref_crop)]
-        distinct: list[tuple[int, int, np.ndarray]] = []
-        for place in out:
-            if not any(place[0] == d[0] and place[1] == d[1] and place[2] is d[2]
-                       for d in distinct):
-                distinct.append(place)
-        return distinct
+            vx, vy = self.velocity or (0.0, 0.0)
+            dx, dy = vx * (stamp - self.ref_seen), vy * (stamp - self.ref_seen)
+            out.append((self.ref_box[0] + round(dx), self.ref_box[1] + round(dy), self.ref_crop))
+        return out
 
     def observe(self, segment: Segment, crop: np.ndarray, stamp: float,
                 shape: tuple[int, int]) -> None:
@@ -434,15 +428,12 @@ class Tracker:
         stride = self.config.stride
         index = detection_index(ids, [d.id for d in dets], stride, top=self._top_id)
         # Each track at every placement of Track.placements; the best overlap counts.
-        placed, owner = [], []
-        for k, track in enumerate(tracks):
-            for place in track.placements(stamp):
-                placed.append(place)
-                owner.append(k)
+        placed, first = [], []  # first[k]: index in placed of track k's first placement
+        for track in tracks:
+            first.append(len(placed))
+            placed += track.placements(stamp)
         iou = mask_ious(ids.shape, placed, index, len(dets), stride)
-        best = np.zeros((len(tracks), len(dets)))
-        np.maximum.at(best, np.asarray(owner, np.int64), iou)
-        return best
+        return np.maximum.reduceat(iou, first, axis=0)
 
     def _center_closeness(self, tracks: list[Track], dets: list[Segment],
                           stamp: float) -> np.ndarray:
