@@ -146,7 +146,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("tracking", True, "persistent ids: a thing keeps its instance id (label image) "
               "and its track_id while it is visible and through gaps up to track_max_age; off "
               "= fresh ids every frame", LIVE),
-    ParamSpec("track_max_age", 1.0, "seconds (header stamps) an unseen track survives "
+    ParamSpec("track_max_age", 2.0, "seconds (header stamps) an unseen track survives "
               "(occlusion, dropped frames)", LIVE, low=0.01, high=3600.0),
     ParamSpec("track_high_score", 0.5, "detections at or above this score are associated "
               "first and may start tracks", LIVE, low=0.0, high=1.0),
@@ -160,6 +160,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("track_center_gate", 1.5, "fast movers: a detection left over may take a track "
               "whose predicted centre is closer than this many object sizes; 0 = off", LIVE,
               low=0.0, high=100.0),
+    ParamSpec("track_center_gate_growth", 1.0, "the fast-mover gate widens by this fraction "
+              "per second a track is unseen (finds objects again after an occlusion); 0 = "
+              "fixed", LIVE, low=0.0, high=100.0),
     ParamSpec("autostart", True, "configure and activate at start", START),
 )
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
@@ -278,7 +281,8 @@ def describe_model(config) -> str:
 
 TRACKER_PARAMS = {"track_max_age": "max_age", "track_high_score": "high_score",
                   "track_low_score": "low_score", "track_min_iou": "min_iou_high",
-                  "track_min_iou_low": "min_iou_low", "track_center_gate": "center_gate"}
+                  "track_min_iou_low": "min_iou_low", "track_center_gate": "center_gate",
+                  "track_center_gate_growth": "center_gate_growth"}
 """Node parameter -> :class:`~panoptic_ros.tracking.TrackerConfig` field."""
 
 
