@@ -26,8 +26,9 @@ from panoptic_ros.geometry import (
     pointcloud2_fields,
     segment_geometry,
 )
-from panoptic_ros.geometry.segments import backproject_image, geometries_of, rank_values
-from panoptic_ros.result import PanopticResult
+from panoptic_ros.geometry.segments import backproject_image, segment_geometries
+from panoptic_ros.geometry.selection import grouped_order_statistics
+from panoptic_ros.result import PanopticResult, SegmentGeometry
 
 LS = synthetic()
 PERSON, CAR, SKY, GROUND = 1, 2, 11, 12
@@ -45,6 +46,22 @@ def reference_stats(points: np.ndarray) -> tuple:
                 + points[:, 2] * points[:, 2]).astype(np.float64)
     return (np.median(p, axis=0), np.percentile(r, 5), np.percentile(p, 5, axis=0),
             np.percentile(p, 95, axis=0))
+
+
+def reference_geometries(ids: np.ndarray, segment_ids, depth: np.ndarray, cam) -> list:
+    """One boolean mask per segment, numpy's median / percentile on its points."""
+    x, y = backproject_image(depth, cam)
+    out = []
+    for sid in segment_ids:
+        m = ids == sid
+        v = m & (depth > 0)
+        if not v.any():
+            out.append(None)
+            continue
+        med, dist, lo, hi = reference_stats(np.stack([x[v], y[v], depth[v]], axis=1))
+        out.append(SegmentGeometry(v.sum() / float(m.sum()), tuple(med), dist, tuple(lo),
+                                   tuple(hi)))
+    return out
 
 
 # -- depth decoding --------------------------------------------------------------------------
@@ -252,20 +269,60 @@ def test_depth_of_another_size_refused():
                          np.ones((5, 10), np.float32), CAM)
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.integers(1, 400), st.integers(0, 2 ** 32 - 1), st.sampled_from([0, 20, 10 ** 6]))
-def test_property_order_stats_equal_numpy(n, seed, large):
-    """Both partition paths (all ranks / three anchors) give numpy's exact values."""
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=5), st.integers(1, 3),
+       st.sampled_from(["normal", "ties", "huge", "constant"]), st.sampled_from([1, 2, 7, 1024]),
+       st.integers(0, 2 ** 32 - 1))
+def test_property_grouped_order_statistics_equal_sort(counts, n_rows, kind, bins, seed):
+    """Every rank of every group is np.sort's, whatever the bins (ties, overflow to inf)."""
     rng = np.random.default_rng(seed)
-    xyz = (rng.normal(size=(3, n)) if seed % 2 else rng.integers(0, 4, (3, n))).astype(
-        np.float32)
-    r = np.sqrt(xyz[0] * xyz[0] + xyz[1] * xyz[1] + xyz[2] * xyz[2])
-    block = np.concatenate([xyz, r[None]])
-    values = rank_values(block.copy(), large=large)[None]
-    (g,) = geometries_of(values, np.array([n]), np.array([n]))
-    med, dist, lo, hi = reference_stats(xyz.T)
-    assert g.centroid == tuple(med) and g.distance == dist
-    assert g.extent_min == tuple(lo) and g.extent_max == tuple(hi)
+    shape = (n_rows, sum(counts))
+    rows = {"normal": lambda: rng.normal(size=shape),
+            "ties": lambda: rng.integers(0, 4, shape) * 0.001,
+            "huge": lambda: rng.choice([-np.inf, -3e38, 1e-40, 0.0, 2.0, np.inf], shape),
+            "constant": lambda: np.full(shape, 2.5)}[kind]().astype(np.float32)
+    ranks = (rng.random((n_rows, len(counts), 6)) * np.array(counts)[:, None]).astype(np.intp)
+    got = grouped_order_statistics(rows, np.array(counts), ranks, bins=bins)
+    assert got.dtype == np.float32 and got.shape == ranks.shape
+    start = np.cumsum(counts) - counts
+    for r in range(n_rows):
+        for g, (s0, n) in enumerate(zip(start, counts)):
+            np.testing.assert_array_equal(got[r, g], np.sort(rows[r, s0:s0 + n])[ranks[r, g]])
+
+
+SEGMENT_IDS = [PERSON * 1000 + 1, PERSON * 1000 + 2, CAR * 1000 + 1, SKY * 1000]
+
+
+@settings(max_examples=100, deadline=None)
+@given(hnp.arrays(np.int64, hnp.array_shapes(min_dims=2, max_dims=2, max_side=30),
+                  elements=st.sampled_from([0] + SEGMENT_IDS)),
+       st.data(), st.floats(5, 2000), st.floats(5, 2000), st.floats(-50, 80), st.floats(-50, 80))
+def test_property_segment_geometries_equal_reference(ids, data, fx, fy, cx, cy):
+    """Bit for bit numpy's definitions on random segments: integer-millimetre depths (ties),
+    invalid pixels (0 mm -> NaN), void, a listed segment without pixels."""
+    mm = data.draw(hnp.arrays(np.uint16, ids.shape, elements=st.sampled_from(
+        [0, 0, 1, 999, 1000, 1000, 1001, 2500, 65535]) | st.integers(0, 65535)))
+    depth = depth_to_metres(mm, "16UC1")
+    cam = Intrinsics(fx=fx, fy=fy, cx=cx, cy=cy, width=ids.shape[1], height=ids.shape[0])
+    segment_ids = np.array(SEGMENT_IDS[:3] + [GROUND * 1000])  # GROUND: listed, never drawn
+    order = np.argsort(segment_ids)
+    got = segment_geometries(ids, segment_ids[order], depth, cam)
+    assert got == reference_geometries(ids, segment_ids[order], depth, cam)
+
+
+@pytest.mark.parametrize("millimetres", [False, True])
+def test_sequence_frame_equals_reference(millimetres):
+    """A 240x320 synthetic frame (bins holding many values; with 16UC1 depth, heavy ties)."""
+    frame = next(generate_sequence(2027, 5, 1, SequenceConfig(height=240, width=320,
+                                                              min_things=8, max_things=12)))
+    cam = intrinsics_from_calibration(frame.camera, frame.result.ids.shape)
+    depth = frame.depth
+    if millimetres:
+        depth = depth_to_metres(np.nan_to_num(depth * 1000).round().astype(np.uint16), "16UC1")
+    out = segment_geometry(frame.result, depth, cam)
+    want = reference_geometries(frame.result.ids, [s.id for s in out.segments], depth, cam)
+    assert [s.geometry for s in out.segments] == want
+    assert sum(g is not None for g in want) >= 8
 
 
 def test_ground_truth_masks_give_position_m_to_1mm():

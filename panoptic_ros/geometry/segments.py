@@ -17,14 +17,15 @@ Points are computed in float32 as ``x = sx[u] * z``, ``y = sy[v] * z`` with the 
 (:func:`backproject_image`); order statistics are taken on those values and interpolated in
 float64.
 
-Speed: one pass groups the pixels by segment. A panoptic id map is piecewise constant along its
+Speed, in two parts. :func:`group_pixels`: a panoptic id map is piecewise constant along its
 rows, so the image is cut into runs of equal (id, depth valid) and only the runs (a few
-thousand) are sorted by segment; the runs are expanded into one pixel index array in segment
-order, the points gathered once, and each segment's order statistics come from one
-``np.partition`` of its contiguous slice (a large segment's row by row, by nested single-rank
-selections, the neighbouring ranks the interpolation needs being a min or max beside them);
-the interpolation is vectorised over all segments.
-No boolean mask per segment, no full-image sort.
+thousand) are sorted by segment; they are expanded into one pixel index array in segment order
+and the points gathered once (:func:`segment_points`).
+:func:`~panoptic_ros.geometry.selection.grouped_order_statistics` then selects the wanted ranks
+of all segments and all four rows (x, y, z, range) exactly, by one histogram (one
+``np.bincount``) and a sort of only the few values in the bins that hold a wanted rank. The
+interpolation is vectorised over all segments. No boolean mask per segment, no sort or partition
+of a segment's points.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Protocol
 import numpy as np
 
 from panoptic_ros.geometry.depth import DepthError
+from panoptic_ros.geometry.selection import grouped_order_statistics
 from panoptic_ros.result import PanopticResult, SegmentGeometry
 
 LOW_Q, HIGH_Q = 5.0, 95.0
@@ -94,9 +96,6 @@ def _lerp(a: np.ndarray, b: np.ndarray, gamma: np.ndarray) -> np.ndarray:
     return np.where(gamma >= 0.5, b - diff * (1.0 - gamma), a + diff * gamma)
 
 
-LARGE = 2048
-"""Segments with more valid pixels than this are selected row by row (see :func:`rank_values`)."""
-
 # Columns of the rank table: the ranks each statistic needs.
 _LO5, _HI5, _MID_LO, _MID_HI, _LO95, _HI95 = range(6)
 
@@ -108,41 +107,90 @@ def _ranks(n: int) -> tuple[list[int], float, float]:
     return [lo5, hi5, (n - 1) // 2, n // 2, lo95, hi95], g5, g95
 
 
-def rank_values(block: np.ndarray, large: int = LARGE) -> np.ndarray:
-    """The values at the ranks of :func:`_ranks` of each row of one segment's points.
+def rank_table(counts: np.ndarray) -> np.ndarray:
+    """The sorted positions each row of :func:`segment_points` needs, per segment.
 
     Args:
-        block: ndarray[4, n] float32 rows x, y, z, range (n >= 1), each row contiguous;
-            partitioned in place.
-        large: up to this ``n`` (or 64), one ``np.partition`` of the block at all six ranks
-            (few calls: small segments cost their call overhead). Above, each row is selected
-            by nested single-rank partitions (the median, then the 5th percentile rank in the
-            lower part and the 95th in the upper), and each neighbouring rank the interpolation
-            needs is the min or max of the unordered run beside a selected one: numpy's
-            multi-rank partition costs several times a single one.
+        counts: ndarray[K] valid pixels per segment (each >= 1).
 
     Returns:
-        ndarray[4, 6] float64 (the range row: only its two 5th-percentile ranks, NaN else).
+        ndarray[4, K, 6] intp, columns as :func:`_ranks`; the range row only needs its two
+        5th-percentile ranks (the other columns repeat the first, which costs nothing).
     """
-    n = block.shape[1]
-    ranks, _, _ = _ranks(n)
-    if n <= max(large, 64):
-        block.partition(sorted(set(ranks)), axis=1)
-        return block[:, ranks].astype(np.float64)
-    lo5, _, mid_lo, mid, lo95, _ = ranks
-    out = np.full((4, 6), np.nan)
-    for j in range(3):
-        row = block[j]
-        row.partition(mid)
-        row[:mid].partition(lo5)
-        row[mid + 1:].partition(lo95 - mid - 1)
-        out[j] = (row[lo5], row[lo5 + 1:mid + 1].min(),  # all >= row[lo5] there
-                  row[mid] if mid_lo == mid else row[:mid].max(), row[mid],
-                  row[lo95], row[lo95 + 1:].min() if lo95 + 1 < n else row[lo95])
-    rng = block[3]
-    rng.partition(lo5)
-    out[3, _LO5], out[3, _HI5] = rng[lo5], rng[lo5 + 1:].min()
+    table = np.array([_ranks(int(n))[0] for n in counts], np.intp).reshape(-1, 6)
+    out = np.repeat(table[None], 4, axis=0)
+    out[3, :, 2:] = table[:, :1]
     return out
+
+
+def group_pixels(ids: np.ndarray, segment_ids: np.ndarray,
+                 valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The valid pixels of every segment, segment by segment, without a mask per segment.
+
+    A panoptic id map is piecewise constant along its rows: the image is cut into runs of equal
+    (id, valid) in row-major order (a run may continue on the next row), the runs of listed
+    segments are sorted by segment and expanded into pixel indices.
+
+    Args:
+        ids: ndarray[H, W] integer segment ids; ids not in ``segment_ids`` are ignored.
+        segment_ids: ndarray[K] int64, strictly ascending, K >= 1.
+        valid: ndarray[H, W] bool, the pixels with depth.
+
+    Returns:
+        ``pixels`` ndarray[N] intp, flat indices of the valid pixels of listed segments, segment
+        0's first (row-major within a segment); ``counts`` ndarray[K] int64 (valid pixels per
+        segment, summing to N); ``areas`` ndarray[K] float64 (all pixels per segment).
+    """
+    k = len(segment_ids)
+    flat_ids = np.ascontiguousarray(ids).reshape(-1)
+    flat_valid = valid.reshape(-1)
+    change = np.empty(flat_ids.size, bool)
+    change[0] = True
+    np.not_equal(flat_ids[1:], flat_ids[:-1], out=change[1:])
+    change[1:] |= flat_valid[1:] != flat_valid[:-1]
+    starts = np.flatnonzero(change)
+    lengths = np.diff(starts, append=flat_ids.size)
+    run_seg = np.searchsorted(segment_ids, flat_ids[starts])
+    np.minimum(run_seg, k - 1, out=run_seg)
+    listed = segment_ids[run_seg] == flat_ids[starts]
+    areas = np.bincount(run_seg[listed], weights=lengths[listed], minlength=k)
+    keep = listed & flat_valid[starts]
+    starts, lengths, run_seg = starts[keep], lengths[keep], run_seg[keep]
+    order = np.argsort(run_seg, kind="stable")
+    starts, lengths, run_seg = starts[order], lengths[order], run_seg[order]
+    counts = np.bincount(run_seg, weights=lengths, minlength=k).astype(np.int64)
+    # Run r covers pixels[o_r : o_r + len_r] = start_r + 0, 1, ...
+    out_start = np.cumsum(lengths) - lengths
+    pixels = np.repeat(starts - out_start, lengths) + np.arange(int(counts.sum()))
+    return pixels, counts, areas
+
+
+def segment_points(depth: np.ndarray, camera: PinholeLike, pixels: np.ndarray) -> np.ndarray:
+    """The back-projected points of the given pixels and their range.
+
+    Args:
+        depth: ndarray[H, W] float32 metres (C-contiguous).
+        camera: intrinsics of this image size.
+        pixels: ndarray[N] flat pixel indices (valid depth).
+
+    Returns:
+        ndarray[4, N] float32 rows x, y, z, range ``sqrt((x*x + y*y) + z*z)`` (in this order of
+        float32 operations, as the reference's ``np.sqrt(x * x + y * y + z * z)``).
+    """
+    h, w = depth.shape
+    sx, sy = ray_slopes(h, w, camera)
+    z = depth.reshape(-1)
+    points = np.empty((4, len(pixels)), np.float32)
+    np.take(z, pixels, out=points[2])
+    np.take(np.broadcast_to(sx, (h, w)).reshape(-1), pixels, out=points[0])
+    np.take(np.broadcast_to(sy[:, None], (h, w)).reshape(-1), pixels, out=points[1])
+    points[:2] *= points[2]
+    range_ = points[3]
+    np.multiply(points[0], points[0], out=range_)
+    range_ += points[1] * points[1]
+    range_ += points[2] * points[2]
+    np.sqrt(range_, out=range_)
+    return points
 
 
 def geometries_of(values: np.ndarray, counts: np.ndarray,
@@ -150,7 +198,8 @@ def geometries_of(values: np.ndarray, counts: np.ndarray,
     """Interpolate every segment's statistics from its rank values, vectorised.
 
     Args:
-        values: ndarray[K, 4, 6] float64 from :func:`rank_values` (anything where count is 0).
+        values: ndarray[K, 4, 6] float64, the values at the ranks of :func:`rank_table` (rows
+            x, y, z, range; anything where count is 0).
         counts: ndarray[K] valid pixels per segment; areas: ndarray[K] pixels per segment.
     """
     n = np.maximum(counts, 1)
@@ -184,7 +233,8 @@ def segment_geometries(
         ids: ndarray[H, W] integer segment ids (panoptic ``category * divisor + instance``);
             ids not in ``segment_ids`` (void) are ignored.
         segment_ids: ndarray[K] integer, strictly ascending.
-        depth_m: ndarray[H, W] float32 metres, NaN (or <= 0) = no depth; aligned with ``ids``.
+        depth_m: ndarray[H, W] float32 metres, NaN, inf or <= 0 = no depth; aligned with
+            ``ids``.
         camera: intrinsics of this image size (pixels).
 
     Returns:
@@ -199,44 +249,15 @@ def segment_geometries(
     if k == 0 or ids.size == 0:
         return [None] * k
     depth = np.ascontiguousarray(depth_m, np.float32)
-    flat_ids = np.ascontiguousarray(ids).reshape(-1)
-    z = depth.reshape(-1)
-    with np.errstate(invalid="ignore"):
-        valid = z > 0  # False for NaN
-    # Runs of equal (id, valid) in row-major order (a run may continue on the next row).
-    change = np.empty(z.size, bool)
-    change[0] = True
-    np.not_equal(flat_ids[1:], flat_ids[:-1], out=change[1:])
-    change[1:] |= valid[1:] != valid[:-1]
-    starts = np.flatnonzero(change)
-    lengths = np.diff(starts, append=z.size)
-    run_seg = np.searchsorted(segment_ids, flat_ids[starts])
-    np.minimum(run_seg, k - 1, out=run_seg)
-    listed = segment_ids[run_seg] == flat_ids[starts]
-    areas = np.bincount(run_seg[listed], weights=lengths[listed], minlength=k)
-    keep = listed & valid[starts]
-    starts, lengths, run_seg = starts[keep], lengths[keep], run_seg[keep]
-    order = np.argsort(run_seg, kind="stable")
-    starts, lengths, run_seg = starts[order], lengths[order], run_seg[order]
-    counts = np.bincount(run_seg, weights=lengths, minlength=k).astype(np.int64)
-    total = int(counts.sum())
-    # Expand the runs into pixel indices: run r covers out[o_r : o_r + len_r] = start_r + 0..
-    out_start = np.cumsum(lengths) - lengths
-    pixels = np.repeat(starts - out_start, lengths) + np.arange(total)
-    x, y = backproject_image(depth, camera)
-    points = np.empty((4, total), np.float32)
-    np.take(x.reshape(-1), pixels, out=points[0])
-    np.take(y.reshape(-1), pixels, out=points[1])
-    np.take(z, pixels, out=points[2])
-    range_ = points[3]  # sqrt((x*x + y*y) + z*z), float32, this order
-    np.multiply(points[0], points[0], out=range_)
-    range_ += points[1] * points[1]
-    range_ += points[2] * points[2]
-    np.sqrt(range_, out=range_)
-    ends = np.cumsum(counts)
+    valid = depth > 0  # False for NaN
+    valid &= depth < np.inf
+    pixels, counts, areas = group_pixels(ids, segment_ids, valid)
     values = np.zeros((k, 4, 6), np.float64)
-    for i in np.flatnonzero(counts).tolist():
-        values[i] = rank_values(points[:, ends[i] - counts[i]:ends[i]])
+    present = counts > 0
+    if present.any():
+        found = grouped_order_statistics(segment_points(depth, camera, pixels),
+                                         counts[present], rank_table(counts[present]))
+        values[present] = found.transpose(1, 0, 2)
     return geometries_of(values, counts, areas)
 
 
