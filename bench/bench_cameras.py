@@ -1,7 +1,7 @@
 """Several cameras: one node serving N cameras vs N single-camera nodes, side by side.
 
     PYTHONPATH=. .venv/bin/python bench/bench_cameras.py                 # 4 cameras, 40 s each
-    PYTHONPATH=. .venv/bin/python bench/bench_cameras.py --duration 8    # smoke
+    PYTHONPATH=. .venv/bin/python bench/bench_cameras.py --smoke         # 2 cameras, seconds
 
 One run, two set-ups, each on the real ROS 2 graph (loopback only, a domain of this run, the
 loopback Fast DDS profile), the bundled model on the CPU, every camera at ``--rate`` Hz
@@ -164,7 +164,13 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=40.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--size", default="256x320")
+    parser.add_argument("--smoke", action="store_true",
+                        help="2 cameras of 64x80 at 5 Hz, 3 s after 2 s, a random tiny model")
     args = parser.parse_args()
+    weights = "demo"
+    if args.smoke:
+        args.cameras, args.rate, args.duration, args.warmup = 2, 5.0, 3.0, 2.0
+        args.size, weights = "64x80", ""
     height, width = (int(v) for v in args.size.split("x"))
     names = [f"cam{k}" for k in range(args.cameras)]
     cores = len(os.sched_getaffinity(0))
@@ -174,14 +180,16 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            one = [start_node(work, "multi", {"cameras": names, "cpu_threads": cores}, [])]
+            model = {"weights": weights, "input_size": 64 if args.smoke else 0}
+            one = [start_node(work, "multi", {"cameras": names, "cpu_threads": cores, **model},
+                              [])]
             try:
                 results["one node"] = run(rig, one, len(names), args)
             finally:
                 stop(one)
             rig.processed.clear()
-            many = [start_node(work, f"single_{n}", {"cpu_threads": 1}, [f"image:={n}/image"])
-                    for n in names]
+            many = [start_node(work, f"single_{n}", {"cpu_threads": 1, **model},
+                               [f"image:={n}/image"]) for n in names]
             try:
                 results[f"{len(names)} nodes"] = run(rig, many, len(names), args)
             finally:
@@ -189,7 +197,8 @@ def main() -> int:
     finally:
         rig.close()
     a, b = results["one node"], results[f"{len(names)} nodes"]
-    print(f"\n{len(names)} cameras at {args.rate:g} Hz each, {height}x{width}, bundled model, "
+    print(f"\n{len(names)} cameras at {args.rate:g} Hz each, {height}x{width}, "
+          f"{'bundled' if weights else 'random tiny'} model, "
           f"{args.duration:g} s measured after {args.warmup:g} s")
     for name, r in results.items():
         print(f"{name:10s} processed {r['rate_hz']:6.2f} frames/s in all   "

@@ -16,7 +16,7 @@ sequences. Goals (issue 14), with tracking on every frame: IDF1 >= 0.90, <= 2 ID
 100 ground-truth tracks, STQ >= 0.80.
 
     PYTHONPATH=. .venv/bin/python bench/bench_video.py                  # 20 x 60 frames
-    PYTHONPATH=. .venv/bin/python bench/bench_video.py --sequences 2 --frames 10   # smoke
+    PYTHONPATH=. .venv/bin/python bench/bench_video.py --smoke    # 1 x 6 frames at 128x160
 """
 
 from __future__ import annotations
@@ -83,9 +83,12 @@ def main() -> int:
     parser.add_argument("--max-age", type=float, default=TrackerConfig.max_age,
                         help="the tracker's max_age, seconds")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--smoke", action="store_true", help="1 sequence x 6 frames, 128x160")
     args = parser.parse_args()
     import torch
 
+    if args.smoke:
+        args.sequences, args.frames, args.size = 1, 6, "128x160"
     torch.set_num_threads(args.threads)
     height, width = (int(v) for v in args.size.split("x"))
     print(host_line())

@@ -23,6 +23,15 @@ BENCHES = sorted((REPO / "bench").glob("bench_*.py"))
 # that is not listed must print at least one line with "ratio" and a number.
 NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 EXPECTED: dict[str, list[tuple[str, str | None]]] = {
+    "bench_cameras.py": [(r"^host: .+ cores, flags ", None),
+                         (rf"^one node +processed +{NUMBER} frames/s", None),
+                         (rf"^memory one/many {NUMBER}x \(goal <= 0\.4x\): (PASS|FAIL)$", None),
+                         (rf"^rate one/many {NUMBER}x \(goal >= 1\.0x\): (PASS|FAIL)$", None)],
+    "bench_video.py": [(r"^host: .+ cores, flags ", None),
+                       (rf"^tracking +{NUMBER} +{NUMBER}", None),
+                       (rf"^per-frame ids +{NUMBER}", None),
+                       (r"^goal idf1: (PASS|FAIL)", None),
+                       (r"^goal stq: (PASS|FAIL)", None)],
     "bench_depth.py": [(r"^host: .+ cores, flags ", None),
                        (rf"^per-segment 3D .* ratio {NUMBER}x +identical$", None),
                        (rf"^cloud \(\d+ points\) .* ratio {NUMBER}x +identical$", None),
@@ -58,7 +67,9 @@ EXPECTED: dict[str, list[tuple[str, str | None]]] = {
 }
 DEFAULT = [(rf"ratio.*{NUMBER}", None)]
 TIMEOUT_S = 150
-TIMEOUTS_S = {"bench_soak.py": 150}  # node start, 8 s of 640x480 frames, 3 lifecycle cycles
+# bench_soak: node start, 8 s of 640x480 frames, 3 lifecycle cycles; bench_cameras: 3 node
+# processes start twice (one 2-camera node, then two single-camera nodes).
+TIMEOUTS_S = {"bench_soak.py": 150, "bench_cameras.py": 240}
 
 
 @pytest.mark.parametrize("bench", BENCHES, ids=[b.name for b in BENCHES])
