@@ -24,20 +24,26 @@ Placement = tuple[int, int, np.ndarray]
 
 
 def layers(masks: Sequence[Placement]) -> list[list[int]]:
-    """Indices of ``masks`` grouped so that the boxes within a group are disjoint (greedy)."""
+    """Indices of ``masks`` grouped so that the boxes within a group are disjoint (greedy).
+
+    Each mask in turn joins the first group none of whose boxes overlaps its box, else starts
+    a new group. The pairwise overlaps come from one vectorised comparison of the boxes.
+    """
+    if not masks:
+        return []
+    boxes = np.array([(x0, y0, x0 + crop.shape[1], y0 + crop.shape[0])
+                      for x0, y0, crop in masks], dtype=np.int64)
+    overlap = ((boxes[:, None, 0] < boxes[None, :, 2]) & (boxes[None, :, 0] < boxes[:, None, 2])
+               & (boxes[:, None, 1] < boxes[None, :, 3]) & (boxes[None, :, 1] < boxes[:, None, 3]))
+    group_of = np.empty(len(masks), np.int64)
     groups: list[list[int]] = []
-    boxes: list[list[tuple[int, int, int, int]]] = []
-    for k, (x0, y0, crop) in enumerate(masks):
-        box = (x0, y0, x0 + crop.shape[1], y0 + crop.shape[0])
-        for group, taken in zip(groups, boxes):
-            if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1]
-                   for b in taken):
-                group.append(k)
-                taken.append(box)
-                break
-        else:
-            groups.append([k])
-            boxes.append([box])
+    for k in range(len(masks)):
+        taken = set(group_of[:k][overlap[k, :k]].tolist())
+        g = next((g for g in range(len(groups)) if g not in taken), len(groups))
+        if g == len(groups):
+            groups.append([])
+        groups[g].append(k)
+        group_of[k] = g
     return groups
 
 
