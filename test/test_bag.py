@@ -606,7 +606,12 @@ def test_type_hashes_match_rosidl():
 
 # -- finding msg/ -------------------------------------------------------------------------
 def test_message_dir_in_checkout_and_install_layouts(tmp_path):
-    assert find_message_dir() == REPO / "msg"  # tests run from the source checkout
+    # From the source checkout (PYTHONPATH=.) the checkout's msg/; from the installed package
+    # (make test) its share/ folder; either way the very files of the checkout.
+    found = find_message_dir()
+    assert found in (REPO / "msg", Path(sys.prefix) / "share" / "panoptic_ros" / "msg"), found
+    for name in MESSAGES:
+        assert (found / f"{name}.msg").read_text() == (REPO / "msg" / f"{name}.msg").read_text()
     install = tmp_path / "prefix"
     package = install / "lib" / "python3.11" / "site-packages" / "panoptic_ros"
     package.mkdir(parents=True)
