@@ -10,6 +10,7 @@ and a test keeps the two in step.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -299,7 +300,7 @@ def tracker_config_from_params(values: Mapping[str, Any]):
         return TrackerConfig(**{field: float(values[name])
                                 for name, field in TRACKER_PARAMS.items()})
     except ValueError as err:
-        for name, field in TRACKER_PARAMS.items():
-            err = ValueError(str(err).replace(f"TrackerConfig.{field}", name)
-                             .replace(f" {field} ", f" {name} ").replace(f" {field}", f" {name}"))
-        raise err from None
+        # Name the node's parameters, not the config's fields, in the message.
+        param_of = {field: name for name, field in TRACKER_PARAMS.items()}
+        fields = r"\b(?:TrackerConfig\.)?(" + "|".join(param_of) + r")\b"
+        raise ValueError(re.sub(fields, lambda m: param_of[m.group(1)], str(err))) from None
