@@ -135,3 +135,16 @@ def test_multi_camera_launch_file_matches_the_node():
     remap = ast.unparse(kw["remappings"])
     assert "f'{name}/image'" in remap and "for name in CAMERAS" in remap
     assert len(cameras) == 4 and len(set(cameras)) == 4
+
+
+def test_camera_names_are_checked():
+    """A bad ``cameras`` value is refused with the reason (the node refuses it when set)."""
+    from panoptic_ros.ros.cameras import camera_names, check_camera_names
+
+    assert check_camera_names([]) is None and check_camera_names(["front", "rear_2"]) is None
+    assert "not a valid name" in check_camera_names(["front", "2nd"])
+    assert "not a valid name" in check_camera_names(["a/b"])
+    assert "not a valid name" in check_camera_names([""])
+    assert "repeat" in check_camera_names(["front", "front"])
+    assert "must be a list" in check_camera_names("front")
+    assert camera_names([]) == [""] and camera_names(["a", "b"]) == ["a", "b"]
